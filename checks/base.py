@@ -1,0 +1,61 @@
+"""The Check interface: a config model, built with shared deps, `async run() -> CheckResult`."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import aiohttp
+from pydantic import Field
+
+from monitor.models import CheckResult, ConfigModel, Duration
+
+ThresholdOverride = dict[str, Any] | Literal[False]
+
+
+class CheckConfig(ConfigModel):
+    """Keys every check type shares. Each type subclasses this with its own keys and `type`."""
+
+    name: str = Field(pattern=r"^[a-z0-9._-]+$", max_length=200)
+    type: str
+    interval: Duration = 30.0  # the loader puts monitor.default_interval here when absent
+    timeout: Duration = 10.0  # the loader puts monitor.default_timeout here when absent
+    depends_on: list[str] = []
+    runbook: str | None = None
+    labels: dict[str, str] = {}
+    thresholds: dict[str, ThresholdOverride] = {}  # validated as rows by the config loader
+
+
+@dataclass(frozen=True, slots=True)
+class CheckDeps:
+    """Shared resources the daemon builds once and passes to every check."""
+
+    http: aiohttp.ClientSession
+
+
+class Check(ABC):
+    """One configured check. `run` never raises for a failing target: it returns a failed result.
+
+    The caller enforces `config.timeout` around `run` (one deadline from DNS to body) and turns
+    it into the result `timeout after Ns`; a check only needs to clean up when cancelled.
+    """
+
+    type: ClassVar[str]
+    config_model: ClassVar[type[CheckConfig]]
+
+    def __init__(self, config: CheckConfig, deps: CheckDeps) -> None:
+        self.config = config
+        self.deps = deps
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @abstractmethod
+    def target(self) -> str:
+        """What is checked, for people: `host:port`, the URL's host, the database name."""
+
+    @abstractmethod
+    async def run(self) -> CheckResult:
+        """Measure the target once."""

@@ -1,0 +1,150 @@
+"""Value types shared by every layer: check results, states, config field types. No I/O."""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+
+MASK = "***"
+
+
+class Level(enum.IntEnum):
+    """Severity of one evaluation; the value is `monitor_alert_state`'s."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+
+
+class RowState(enum.StrEnum):
+    """State of one (check, threshold row), as `states` in the API reports it."""
+
+    OK = "ok"
+    PENDING = "pending"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class Status(enum.StrEnum):
+    """Nagios-style overall status; the order of `WORST_FIRST` decides aggregation."""
+
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    UNKNOWN = "unknown"
+
+
+# A critical or warning is more actionable than "could not run", which beats ok (check_multi's order).
+STATUS_RANK = {Status.OK: 0, Status.UNKNOWN: 1, Status.WARNING: 2, Status.CRITICAL: 3}
+EXIT_CODES = {Status.OK: 0, Status.WARNING: 1, Status.CRITICAL: 2, Status.UNKNOWN: 3}
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What one run of one check measured. A failing target is a result, not an exception."""
+
+    up: bool
+    latency_ms: float
+    samples: dict[str, float] = field(default_factory=dict)  # type-specific metrics
+    reason: str | None = None  # one line, set when up is False
+    outcome: str = "success"  # success|failure|timeout|error: the runs_total `result` label
+
+    @classmethod
+    def success(cls, latency_ms: float, **samples: float) -> CheckResult:
+        return cls(True, latency_ms, samples)
+
+    @classmethod
+    def failure(
+        cls, reason: str, latency_ms: float, outcome: str = "failure", **samples: float
+    ) -> CheckResult:
+        return cls(False, latency_ms, samples, reason, outcome)
+
+    def all_samples(self) -> dict[str, float]:
+        """`up` and `latency_ms` plus the type-specific samples."""
+        return {"up": 1.0 if self.up else 0.0, "latency_ms": self.latency_ms, **self.samples}
+
+
+# ---------------------------------------------------------------- config field types
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30, None: 1,
+}
+
+
+def parse_duration(value: Any) -> float:
+    """`"250ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"` or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like \"30s\"")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    else:
+        raise ValueError(f"invalid duration {value!r}: use a number of seconds or e.g. \"30s\", \"5m\"")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError("duration must be a non-negative number of seconds")
+    return seconds
+
+
+def parse_size(value: Any) -> int:
+    """`"512KB"` = 512,000 bytes, `"1MiB"` = 1,048,576, or a number of bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size like \"1MB\"")
+    if isinstance(value, int | float):
+        size = float(value)
+    elif isinstance(value, str) and (m := _SIZE.match(value)):
+        unit = m.group(2).lower() if m.group(2) else None
+        size = float(m.group(1)) * _SIZE_UNITS[unit]
+    else:
+        raise ValueError(f"invalid size {value!r}: use bytes or e.g. \"512KB\", \"1MiB\"")
+    if size < 0:
+        raise ValueError("size must not be negative")
+    return int(size)
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest natural spelling: 2 -> "2s", 0.25 -> "250ms", 300 -> "5m"."""
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""Seconds, written in TOML as "30s" or a number."""
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
+"""Bytes, written in TOML as "1MB" or a number."""
+
+
+def mask_url(url: str) -> str:
+    """Hide a URL's userinfo and query string, which may carry credentials."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{MASK}@{netloc.rsplit('@', 1)[1]}"
+    query = MASK if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+MaskedUrl = Annotated[str, PlainSerializer(mask_url, return_type=str)]
+"""A URL shown with its userinfo and query string masked in every dump."""
+
+
+class ConfigModel(BaseModel):
+    """Base of every config table: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
