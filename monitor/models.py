@@ -76,20 +76,27 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
-    "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30, None: 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    None: 1,
 }
 
 
 def parse_duration(value: Any) -> float:
     """`"250ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"` or a number of seconds -> seconds."""
     if isinstance(value, bool):
-        raise ValueError("expected a duration like \"30s\"")
+        raise ValueError('expected a duration like "30s"')
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
     else:
-        raise ValueError(f"invalid duration {value!r}: use a number of seconds or e.g. \"30s\", \"5m\"")
+        raise ValueError(f'invalid duration {value!r}: use a number of seconds or e.g. "30s", "5m"')
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError("duration must be a non-negative number of seconds")
     return seconds
@@ -98,14 +105,14 @@ def parse_duration(value: Any) -> float:
 def parse_size(value: Any) -> int:
     """`"512KB"` = 512,000 bytes, `"1MiB"` = 1,048,576, or a number of bytes."""
     if isinstance(value, bool):
-        raise ValueError("expected a size like \"1MB\"")
+        raise ValueError('expected a size like "1MB"')
     if isinstance(value, int | float):
         size = float(value)
     elif isinstance(value, str) and (m := _SIZE.match(value)):
         unit = m.group(2).lower() if m.group(2) else None
         size = float(m.group(1)) * _SIZE_UNITS[unit]
     else:
-        raise ValueError(f"invalid size {value!r}: use bytes or e.g. \"512KB\", \"1MiB\"")
+        raise ValueError(f'invalid size {value!r}: use bytes or e.g. "512KB", "1MiB"')
     if size < 0:
         raise ValueError("size must not be negative")
     return int(size)

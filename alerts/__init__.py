@@ -1,0 +1,1 @@
+"""Alerting: lifecycle, routing, suppression, outbox and notifiers."""

@@ -1,0 +1,107 @@
+"""Config models of routes, maintenance windows, business hours and alert behaviour."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Literal
+
+from croniter import croniter
+from pydantic import Field, field_validator, model_validator
+
+from monitor.models import ConfigModel, Duration
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$|^24:00$")
+
+
+class BusinessHoursConfig(ConfigModel):
+    """When routes with `when = "business_hours"` deliver, in `monitor.timezone`."""
+
+    days: list[Weekday] = ["mon", "tue", "wed", "thu", "fri"]
+    start: str = "09:00"
+    end: str = "18:00"
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if not _CLOCK.match(value):
+            raise ValueError(f'invalid time {value!r}: use "HH:MM"')
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BusinessHoursConfig:
+        if self.start >= self.end:
+            raise ValueError(f"start {self.start} must be before end {self.end}")
+        return self
+
+
+class RouteMatch(ConfigModel):
+    """All given conditions must hold; an empty match matches every alert."""
+
+    severity: Literal["warning", "critical"] | None = None
+    check: str | None = None  # glob on the check name
+    labels: dict[str, str] = {}
+
+
+class EscalationStep(ConfigModel):
+    after: Duration
+    notify: list[str] = Field(min_length=1)
+
+
+class RouteConfig(ConfigModel):
+    """One row of the alert policy: which alerts go to which notifiers, how often."""
+
+    match: RouteMatch = RouteMatch()
+    notify: list[str] = Field(min_length=1)
+    repeat: Duration | None = None
+    escalate: list[EscalationStep] = []
+    when: Literal["always", "business_hours"] = "always"
+    continue_: bool = Field(default=False, alias="continue")
+    send_resolved: bool = True
+
+
+class MaintenanceConfig(ConfigModel):
+    """A window during which the matching checks' alerts are not notified."""
+
+    name: str
+    checks: list[str] = ["*"]
+    cron: str | None = None
+    duration: Duration | None = None
+    start: datetime | None = None  # without an offset: read in monitor.timezone
+    end: datetime | None = None
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None and not croniter.is_valid(value):
+            raise ValueError(f"invalid cron expression {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> MaintenanceConfig:
+        recurring = self.cron is not None or self.duration is not None
+        one_off = self.start is not None or self.end is not None
+        if recurring and one_off:
+            raise ValueError("use either cron + duration or start + end, not both")
+        if recurring and (self.cron is None or not self.duration):
+            raise ValueError("a recurring window needs both cron and a non-zero duration")
+        if one_off:
+            if self.start is None or self.end is None:
+                raise ValueError("a one-off window needs both start and end")
+            if (self.start.tzinfo is None) != (self.end.tzinfo is None):
+                raise ValueError("give start and end both with or both without an offset")
+            if self.end <= self.start:
+                raise ValueError("end must be after start")
+        if not recurring and not one_off:
+            raise ValueError("give cron + duration or start + end")
+        return self
+
+
+class FlappingConfig(ConfigModel):
+    changes: int = Field(default=6, ge=1)
+    window: Duration = 1800.0
+
+
+class AlertsConfig(ConfigModel):
+    flapping: FlappingConfig = FlappingConfig()

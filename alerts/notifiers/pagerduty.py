@@ -1,0 +1,16 @@
+"""PagerDuty Events API v2 notifier."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import SecretStr
+
+from alerts.notifiers.base import NotifierConfig
+from monitor.models import MaskedUrl
+
+
+class PagerDutyConfig(NotifierConfig):
+    type: Literal["pagerduty"]
+    routing_key: SecretStr
+    url: MaskedUrl = "https://events.pagerduty.com/v2/enqueue"

@@ -1,0 +1,16 @@
+"""Generic JSON webhook notifier."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import SecretStr
+
+from alerts.notifiers.base import NotifierConfig
+from monitor.models import MaskedUrl
+
+
+class WebhookConfig(NotifierConfig):
+    type: Literal["webhook"]
+    url: MaskedUrl
+    headers: dict[str, SecretStr] = {}

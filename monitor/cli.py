@@ -1,0 +1,152 @@
+"""The `monitor` command: run, validate, once, schema. The only place that prints or exits."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from monitor import __version__
+from monitor.config import Config, ConfigError, config_schema, load_config
+from monitor.logs import setup_logging
+
+log = logging.getLogger("monitor.cli")
+
+EXIT_CONFIG_INVALID = 2
+EXIT_UNKNOWN = 3
+
+
+def _default_config() -> str:
+    return os.environ.get("MONITOR_CONFIG") or "monitor.toml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="monitor", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"monitor {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "-c",
+            "--config",
+            default=None,
+            help="config file (default: $MONITOR_CONFIG, then ./monitor.toml)",
+        )
+        return p
+
+    with_config(sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT"))
+    with_config(sub.add_parser("validate", help="validate the config, print every error with its key path"))
+    once = with_config(
+        sub.add_parser("once", help="run every check once; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN")
+    )
+    once.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    once.add_argument("--check", action="append", metavar="NAME", help="run only this check (repeatable)")
+    sub.add_parser("schema", help="print the JSON Schema of the config file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    path = getattr(args, "config", None) or _default_config()
+    if args.command == "schema":
+        print(json.dumps(config_schema(), indent=2))
+        return 0
+    if args.command == "validate":
+        return _validate(path)
+    if args.command == "once":
+        return _once(path, args.json, args.check)
+    return _run(path)
+
+
+def _validate(path: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line)
+        return EXIT_CONFIG_INVALID
+    print(
+        f"{path}: valid ({len(config.checks)} checks, {len(config.notifiers)} notifiers, "
+        f"{len(config.routes)} routes)"
+    )
+    return 0
+
+
+def _once(path: str, as_json: bool, names: list[str] | None) -> int:
+    from monitor.daemon import exit_code, run_once  # the checks' libraries load only when needed
+
+    errors: list[str] = []
+    config: Config | None = None
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        errors = exc.errors
+    if config is not None and names:
+        known = {c.name for c in config.checks}
+        errors = [f'--check: unknown check "{n}"' for n in names if n not in known]
+    if errors or config is None:
+        if as_json:
+            print(json.dumps({"status": "unknown", "errors": errors}))
+        else:
+            print("UNKNOWN: invalid configuration")
+            for line in errors:
+                print(f"  {line}")
+        return EXIT_UNKNOWN
+    setup_logging("text", "error")  # a check's internal error is reported in its row, not as logs
+    result = asyncio.run(run_once(config, names))
+    print(json.dumps(result) if as_json else _table(result))
+    return exit_code(result["status"])
+
+
+def _table(result: dict[str, Any]) -> str:
+    rows = [("CHECK", "TYPE", "STATUS", "UP", "MS", "STATES", "REASON")]
+    for c in result["checks"]:
+        states = " ".join(f"{m}={s}" for m, s in c["states"].items() if s != "ok") or "-"
+        ms = "-" if c["duration_ms"] is None else f"{c['duration_ms']:.1f}"
+        rows.append(
+            (
+                c["name"],
+                c["type"],
+                c["status"].upper(),
+                str(int(bool(c["up"]))),
+                ms,
+                states,
+                c["reason"] or "-",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1] for r in rows]
+    lines.append(f"{result['status'].upper()}: {len(result['checks'])} checks")
+    return "\n".join(lines)
+
+
+def _run(path: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: invalid configuration, not starting:", file=sys.stderr)
+        for line in exc.errors:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_CONFIG_INVALID
+    setup_logging(config.monitor.log_format, config.monitor.log_level)
+    return asyncio.run(_serve(config))
+
+
+async def _serve(config: Config) -> int:
+    from monitor.daemon import serve
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await serve(config, stop)
+    except OSError as exc:  # e.g. the listen port is taken
+        log.error("cannot start", extra={"reason": str(exc)})
+        return 1
+    return 0

@@ -1,0 +1,287 @@
+"""Config: SPEC examples validate; invalid configs are rejected naming the key; secrets stay masked."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from monitor.cli import main
+from monitor.config import ConfigError, config_schema, parse_config
+
+DATA = Path(__file__).parent / "data"
+SPEC_ENV = {
+    "HEALTH_TOKEN": "health-token-value",
+    "DATABASE_URL": "postgresql://app:db-password@db.example.com:5432/app",
+    "PAGERDUTY_ROUTING_KEY": "pd-routing-key-value",
+    "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T000/B000/slack-secret",
+    "SMTP_PASSWORD": "smtp-password-value",
+}
+SECRETS = [v for k, v in SPEC_ENV.items()] + ["db-password", "slack-secret"]
+
+BASE = """
+[[checks]]
+name = "web"
+type = "http"
+url = "http://127.0.0.1:8080/health"
+"""
+
+
+def spec_example() -> str:
+    return (DATA / "spec_example.toml").read_text()
+
+
+def test_spec_example_validates() -> None:
+    config = parse_config(spec_example(), SPEC_ENV)
+    assert [c.name for c in config.checks] == ["backend-api", "collab-tcp", "collab-ws", "database"]
+    assert set(config.notifiers) == {"oncall", "team-chat", "ops-mail", "hook", "am"}
+    assert config.monitor.default_interval == 30.0
+    assert config.checks[0].max_body == 1_000_000  # "1MB"
+    assert config.checks[3].long_query_after == 300.0  # "5m"
+    assert config.maintenance[0].duration == 7200.0
+    assert config.routes[0].escalate[0].after == 900.0
+
+
+def test_spec_other_sections_validate() -> None:
+    text = BASE + textwrap.dedent(
+        """
+        [alerts]
+        flapping = { changes = 6, window = "30m" }
+        [cluster]
+        mode = "ha"
+        failover = "15s"
+        shards = 2
+        shard = 1
+        [[maintenance]]
+        name = "one-off"
+        checks = ["web*"]
+        start = "2026-12-01T02:00:00Z"
+        end = "2026-12-01T04:00:00Z"
+        [[routes]]
+        match = { severity = "critical", check = "web*", labels = { team = "backend" } }
+        notify = ["hook"]
+        continue = true
+        send_resolved = false
+        [notifiers.hook]
+        type = "webhook"
+        url = "https://hooks.example.com/monitor"
+        """
+    )
+    config = parse_config(text, {})
+    assert config.cluster.shards == 2
+    assert config.routes[0].continue_ is True
+    assert config.alerts.flapping.window == 1800.0
+
+
+def test_default_monitor_toml_validates() -> None:
+    config = parse_config((Path(__file__).parent.parent / "monitor.toml").read_text(), {})
+    assert {c.type for c in config.checks} == {"http", "tcp"}
+
+
+def test_interpolation_with_default_and_from_env() -> None:
+    text = BASE.replace("8080", "${PORT:-9999}") + 'labels = { team = "${TEAM}" }\n'
+    config = parse_config(text, {"TEAM": "backend"})
+    assert config.checks[0].url == "http://127.0.0.1:9999/health"
+    assert config.checks[0].labels == {"team": "backend"}
+
+
+def test_threshold_merging_builtin_global_and_per_check() -> None:
+    text = textwrap.dedent(
+        """
+        [thresholds.latency_p95_ms]
+        warning = 500
+        critical = 1000
+        window = "5m"
+        [thresholds.up]
+        trigger_after = 3
+        [[checks]]
+        name = "api"
+        type = "http"
+        url = "http://127.0.0.1/"
+        thresholds = { latency_p95_ms = { warning = 300, critical = 800 }, tls_days_left = false }
+        [[checks]]
+        name = "other"
+        type = "tcp"
+        host = "127.0.0.1"
+        port = 1
+        thresholds = { only_here = { critical = 5 } }
+        """
+    )
+    config = parse_config(text, {})
+    api = config.rows_for("api")
+    assert (api["latency_p95_ms"].warning, api["latency_p95_ms"].critical) == (300, 800)
+    assert api["latency_p95_ms"].window_s == 300  # kept from the global row
+    assert api["up"].trigger_after == 3 and api["up"].direction == "below"  # merged over built-in
+    assert "tls_days_left" not in api
+    other = config.rows_for("other")
+    assert other["only_here"].critical == 5
+    assert other["tls_days_left"].warning == 14
+    assert "only_here" not in api
+
+
+# Each invalid config and the key its error must name.
+INVALID = [
+    ("unknown-top-key", BASE + "[monitr]\nlisten = '1:1'\n", "monitr: unknown key"),
+    ("unknown-check-key", BASE + 'intervall = "30s"\n', "checks[0].intervall: unknown key"),
+    ("bad-url", BASE.replace("http://127.0.0.1:8080/health", "not a url"), "checks[0].url"),
+    ("bad-duration", BASE + 'interval = "30 parsecs"\n', "checks[0].interval"),
+    ("bad-size", BASE + 'max_body = "lots"\n', "checks[0].max_body"),
+    ("unknown-type", BASE.replace('"http"', '"gopher"'), "checks[0].type: unknown check type"),
+    ("missing-type", BASE.replace('type = "http"\n', ""), "checks[0].type: required key missing"),
+    ("bad-name", BASE.replace('"web"', '"Web Server"'), "checks[0].name"),
+    ("duplicate-name", BASE + BASE, 'checks[1].name: duplicate name "web"'),
+    (
+        "missing-env",
+        BASE + 'headers = { Authorization = "Bearer ${NOPE_TOKEN}" }\n',
+        "checks[0].headers.Authorization: environment variable NOPE_TOKEN is not set",
+    ),
+    (
+        "unknown-dependency",
+        BASE + 'depends_on = ["database"]\n',
+        'checks[0].depends_on[0]: unknown check "database"',
+    ),
+    (
+        "route-unknown-notifier",
+        BASE + '[[routes]]\nnotify = ["pager"]\n',
+        'routes[0].notify[0]: unknown notifier "pager"',
+    ),
+    (
+        "threshold-order-above",
+        BASE + "[thresholds.latency_p95_ms]\nwarning = 1000\ncritical = 500\n",
+        "thresholds.latency_p95_ms: with direction above",
+    ),
+    (
+        "threshold-order-below",
+        BASE + "[thresholds.tls_days_left]\nwarning = 2\n",
+        "thresholds.tls_days_left: with direction below",
+    ),
+    (
+        "threshold-no-levels",
+        BASE + '[thresholds.error_rate_pct]\nwindow = "5m"\n',
+        "thresholds.error_rate_pct: a threshold row needs",
+    ),
+    (
+        "opt-out-unknown-row",
+        BASE + "thresholds = { latncy_p95_ms = false }\n",
+        "checks[0].thresholds.latncy_p95_ms: no threshold row",
+    ),
+    (
+        "per-check-order",
+        BASE + "thresholds = { connections_pct = { warning = 99 } }\n",
+        "checks[0].thresholds.connections_pct",
+    ),
+    (
+        "bad-timezone",
+        "[monitor]\ntimezone = 'Mars/Olympus'\n" + BASE,
+        "monitor.timezone: unknown time zone",
+    ),
+    ("bad-state", "[monitor]\nstate = 'redis://x'\n" + BASE, "monitor.state"),
+    (
+        "bad-cron",
+        BASE + '[[maintenance]]\nname = "m"\ncron = "61 * * * *"\nduration = "1h"\n',
+        "maintenance[0].cron",
+    ),
+    (
+        "bad-notifier-field",
+        BASE + '[notifiers.mail]\ntype = "email"\nhost = "smtp"\nfrom = "m@x"\nto = []\n',
+        "notifiers.mail.to",
+    ),
+    (
+        "missing-secret",
+        BASE + '[notifiers.pd]\ntype = "pagerduty"\n',
+        "notifiers.pd.routing_key: required key missing",
+    ),
+    (
+        "bad-security",
+        BASE + '[notifiers.mail]\ntype = "email"\nhost = "h"\nfrom = "a@b"\nto = ["c@d"]\nsecurity = "ssl"\n',
+        "notifiers.mail.security",
+    ),
+    (
+        "dependency-cycle",
+        BASE
+        + 'depends_on = ["db"]\n'
+        + '[[checks]]\nname = "db"\ntype = "tcp"\nhost = "h"\nport = 5432\ndepends_on = ["web"]\n',
+        "depends_on: dependency cycle",
+    ),
+    (
+        "bad-port",
+        BASE.replace(
+            'type = "http"\nurl = "http://127.0.0.1:8080/health"',
+            'type = "tcp"\nhost = "h"\nport = 70000',
+        ),
+        "checks[0].port",
+    ),
+    ("bad-regex", BASE + 'expect_body = "(unclosed"\n', "checks[0].expect_body"),
+    (
+        "bad-trigger-after",
+        BASE + "[thresholds.up]\ntrigger_after = 0\n",
+        "thresholds.up.trigger_after",
+    ),
+    (
+        "business-hours-order",
+        BASE + '[business_hours]\nstart = "18:00"\nend = "09:00"\n',
+        "business_hours",
+    ),
+    ("toml-syntax", BASE + "this is not toml\n", "TOML syntax"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
+def test_invalid_config_rejected_naming_the_key(
+    text: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "monitor.toml"
+    path.write_text(text)
+    assert main(["validate", "-c", str(path)]) == 2
+    out = capsys.readouterr().out
+    assert expected in out, out
+
+
+def test_every_error_is_reported_at_once() -> None:
+    text = BASE + 'intervall = "1s"\n[[routes]]\nnotify = ["nobody"]\n[monitor]\ntimezone = "Nowhere/City"\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, {})
+    joined = "\n".join(info.value.errors)
+    assert "checks[0].intervall: unknown key" in joined
+    assert "monitor.timezone" in joined
+
+
+def test_secrets_never_printed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = parse_config(spec_example(), SPEC_ENV)
+    dumped = json.dumps(config.model_dump(mode="json", by_alias=True)) + repr(config) + str(config)
+    for secret in SECRETS:
+        assert secret not in dumped
+    assert "***" in dumped
+    # An invalid value of a secret key is not echoed in the error either.
+    bad = BASE + '[notifiers.pd]\ntype = "pagerduty"\nrouting_key = 12345678\n'
+    path = tmp_path / "m.toml"
+    path.write_text(bad)
+    assert main(["validate", "-c", str(path)]) == 2
+    assert "12345678" not in capsys.readouterr().out
+
+
+def test_url_userinfo_and_query_masked() -> None:
+    text = BASE.replace(
+        "http://127.0.0.1:8080/health", "http://user:pw-secret@127.0.0.1:8080/health?token=q-secret"
+    )
+    dumped = json.dumps(parse_config(text, {}).model_dump(mode="json"))
+    assert "pw-secret" not in dumped and "q-secret" not in dumped
+    assert "127.0.0.1:8080/health" in dumped
+
+
+def test_schema_lists_every_check_and_notifier_type(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema == config_schema()
+    check_refs = {ref["$ref"].rsplit("/", 1)[1] for ref in schema["properties"]["checks"]["items"]["oneOf"]}
+    assert check_refs == {
+        "HttpCheckConfig",
+        "TcpCheckConfig",
+        "WebSocketCheckConfig",
+        "PostgresCheckConfig",
+    }
+    notifier_refs = schema["properties"]["notifiers"]["additionalProperties"]["oneOf"]
+    assert len(notifier_refs) == 5
+    assert schema["$defs"]["HttpCheckConfig"]["additionalProperties"] is False
