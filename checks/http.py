@@ -20,7 +20,7 @@ from pydantic_core import PydanticCustomError
 
 from checks.base import Check, CheckConfig, CheckDeps
 from checks.tcp import describe_connect_error, host_port
-from monitor.models import MASK, ByteSize, CheckResult, MaskedUrl, mask_url
+from monitor.models import MASK, ByteSize, CheckResult, MaskedUrl, Secret, mask_url
 
 __all__ = [
     "HttpCheck",
@@ -123,7 +123,7 @@ class HttpCheckConfig(MaskedUrlRepr, CheckConfig):
     type: Literal["http"]
     url: MaskedUrl
     method: str = "GET"
-    headers: dict[str, SecretStr] = {}
+    headers: dict[str, Secret] = {}
     expect_status: Annotated[list[_StatusCode], Field(min_length=1)] | None = None  # None: any 2xx
     expect_json: dict[str, Any] | None = None
     expect_body: str | None = None

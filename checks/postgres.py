@@ -20,7 +20,7 @@ import asyncpg
 from pydantic import Field, SecretStr, field_validator
 
 from checks.base import Check, CheckConfig, CheckDeps
-from monitor.models import MASK, CheckResult, ConfigModel, Duration
+from monitor.models import MASK, CheckResult, ConfigModel, Duration, Secret
 
 __all__ = ["BUILTIN_METRICS", "PostgresCheck", "PostgresCheckConfig", "QueryConfig"]
 
@@ -115,7 +115,7 @@ class PostgresCheckConfig(CheckConfig):
     """`type = "postgres"`: a DSN, when a query counts as long-running, and custom queries."""
 
     type: Literal["postgres"]
-    dsn: SecretStr
+    dsn: Secret
     long_query_after: Duration = 300.0
     queries: list[QueryConfig] = []
 

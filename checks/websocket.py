@@ -23,7 +23,7 @@ from checks.http import (
     validate_url,
 )
 from checks.tcp import describe_connect_error
-from monitor.models import CheckResult, MaskedUrl
+from monitor.models import CheckResult, MaskedUrl, Secret
 
 __all__ = ["WebSocketCheck", "WebSocketCheckConfig"]
 
@@ -40,7 +40,7 @@ class WebSocketCheckConfig(MaskedUrlRepr, CheckConfig):
     send: str | None = None
     expect: str | None = None
     tls_verify: bool = True
-    headers: dict[str, SecretStr] = {}
+    headers: dict[str, Secret] = {}
 
     @field_validator("url")
     @classmethod

@@ -31,7 +31,7 @@ from alerts.config import (
 from alerts.notifiers import notifier_config_models
 from alerts.notifiers.base import NotifierConfig
 from checks import CheckConfig, check_types
-from monitor.models import ConfigModel, Duration, MaskedUrl
+from monitor.models import ConfigModel, Duration, MaskedUrl, Secret
 
 
 class MonitorError(Exception):
@@ -55,7 +55,7 @@ class MonitorSection(ConfigModel):
     state: MaskedUrl = "sqlite:///monitor-state.db"
     default_interval: Duration = Field(default=30.0, gt=0)
     default_timeout: Duration = Field(default=10.0, gt=0)
-    api_token: SecretStr = SecretStr("")
+    api_token: Secret = SecretStr("")
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -164,10 +164,10 @@ class Daemon:
         self.scheduler.start()
         for name, rt in self.runtimes.items():
             self.scheduler.add(name, rt.check.config.interval)
-        self._web = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+        self._web = web.AppRunner(build_app(self), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._web.setup()
         host, port = self.config.monitor.host_port
-        await web.TCPSite(self._web, host, port, shutdown_timeout=1.0).start()
+        await web.TCPSite(self._web, host, port).start()
         self._started = True
         log.info("started", extra={"checks": len(self.runtimes), "path": self.config.monitor.listen})
 

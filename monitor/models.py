@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, SecretStr
 
 MASK = "***"
 
@@ -140,6 +140,8 @@ def mask_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return MASK
+    if "@" not in parts.netloc and not parts.query:
+        return url  # nothing to hide; urlunsplit would also rewrite "sqlite:///x" as "sqlite:/x"
     netloc = parts.netloc
     if "@" in netloc:
         netloc = f"{MASK}@{netloc.rsplit('@', 1)[1]}"
@@ -149,6 +151,10 @@ def mask_url(url: str) -> str:
 
 MaskedUrl = Annotated[str, PlainSerializer(mask_url, return_type=str)]
 """A URL shown with its userinfo and query string masked in every dump."""
+
+
+Secret = Annotated[SecretStr, PlainSerializer(lambda _: MASK, return_type=str)]
+"""A secret: `get_secret_value()` gives it to the code that needs it; every dump shows `***`."""
 
 
 class ConfigModel(BaseModel):

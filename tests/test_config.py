@@ -10,6 +10,7 @@ import pytest
 
 from monitor.cli import main
 from monitor.config import ConfigError, config_schema, parse_config
+from monitor.models import mask_url
 
 DATA = Path(__file__).parent / "data"
 SPEC_ENV = {
@@ -285,3 +286,17 @@ def test_schema_lists_every_check_and_notifier_type(capsys: pytest.CaptureFixtur
     notifier_refs = schema["properties"]["notifiers"]["additionalProperties"]["oneOf"]
     assert len(notifier_refs) == 5
     assert schema["$defs"]["HttpCheckConfig"]["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("sqlite:///monitor-state.db", "sqlite:///monitor-state.db"),
+        ("postgresql://monitor:pw@db:5432/state", "postgresql://***@db:5432/state"),
+        ("https://h.example.com/x?key=v", "https://h.example.com/x?***"),
+        ("http://127.0.0.1:9100/healthz", "http://127.0.0.1:9100/healthz"),
+    ],
+    ids=["sqlite", "userinfo", "query", "plain"],
+)
+def test_mask_url(url: str, shown: str) -> None:
+    assert mask_url(url) == shown

@@ -21,7 +21,9 @@ def hadolint() -> str:
 def test_hadolint_passes() -> None:
     result = subprocess.run(
         [hadolint(), "--failure-threshold", "info", str(DOCKERFILE)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 
 from alerts.notifiers.base import NotifierConfig
+from monitor.models import Secret
 
 
 class EmailConfig(NotifierConfig):
@@ -15,6 +16,6 @@ class EmailConfig(NotifierConfig):
     port: int | None = Field(default=None, ge=1, le=65535)  # None: 465 for tls, 587 starttls, 25
     security: Literal["tls", "starttls", "none"] = "starttls"
     username: str = ""
-    password: SecretStr = SecretStr("")
+    password: Secret = SecretStr("")
     from_: str = Field(alias="from", pattern=r"^[^@\s]+@[^@\s]+$")
     to: list[str] = Field(min_length=1)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import SecretStr
-
 from alerts.notifiers.base import NotifierConfig
-from monitor.models import MaskedUrl
+from monitor.models import MaskedUrl, Secret
 
 
 class PagerDutyConfig(NotifierConfig):
     type: Literal["pagerduty"]
-    routing_key: SecretStr
+    routing_key: Secret
     url: MaskedUrl = "https://events.pagerduty.com/v2/enqueue"

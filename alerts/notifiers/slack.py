@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import SecretStr
-
 from alerts.notifiers.base import NotifierConfig
+from monitor.models import Secret
 
 
 class SlackConfig(NotifierConfig):
     type: Literal["slack"]
-    webhook_url: SecretStr
+    webhook_url: Secret

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import SecretStr
-
 from alerts.notifiers.base import NotifierConfig
-from monitor.models import MaskedUrl
+from monitor.models import MaskedUrl, Secret
 
 
 class WebhookConfig(NotifierConfig):
     type: Literal["webhook"]
     url: MaskedUrl
-    headers: dict[str, SecretStr] = {}
+    headers: dict[str, Secret] = {}

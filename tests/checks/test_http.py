@@ -14,6 +14,9 @@ from pydantic import ValidationError
 
 from checks.base import CheckDeps
 from checks.http import HttpCheck, HttpCheckConfig
+from monitor.config import parse_config
+from monitor.evaluation import CheckEvaluator
+from monitor.models import RowState
 from monitor.runner import run_check
 from tests.fakes.servers import (
     LoopbackServers,
@@ -331,9 +334,9 @@ async def test_tls_verify_false_accepts_an_untrusted_certificate(
 
 
 @pytest.mark.parametrize(
-    ("valid_for", "expected"),
-    [(timedelta(days=5), {4, 5}), (timedelta(days=2), {1, 2})],
-    ids=["5-days", "2-days"],
+    ("valid_for", "expected", "state"),
+    [(timedelta(days=5), {4, 5}, RowState.WARNING), (timedelta(days=2), {1, 2}, RowState.CRITICAL)],
+    ids=["5-days-warning", "2-days-critical"],
 )
 async def test_tls_days_left_from_the_peer_certificate(
     servers: LoopbackServers,
@@ -341,6 +344,7 @@ async def test_tls_days_left_from_the_peer_certificate(
     tls_ca: trustme.CA,
     valid_for: timedelta,
     expected: set[int],
+    state: RowState,
 ) -> None:
     context = tls_server_context(tls_ca, valid_for=valid_for)
     base = await servers.http({"/health": json_handler({"status": "ok"})}, ssl_context=context)
@@ -349,6 +353,11 @@ async def test_tls_days_left_from_the_peer_certificate(
 
     assert result.reason is None
     assert result.samples["tls_days_left"] in expected
+    # The built-in row (warning 14, critical 3, direction below) judges it.
+    config = parse_config(f'[[checks]]\nname = "web"\ntype = "http"\nurl = "{base}/health"\n', {})
+    evaluator = CheckEvaluator("web", config.rows_for("web"))
+    evaluator.observe(result, 0.0)
+    assert evaluator.states()["tls_days_left"] is state
 
 
 async def test_tls_days_left_is_reported_for_a_failed_status(
