@@ -16,11 +16,11 @@ from prometheus_client import CollectorRegistry
 from checks import Check, CheckDeps, check_types
 from monitor import __version__
 from monitor.api import build_app
-from monitor.clock import Clock, SystemClock, iso
+from monitor.clock import Clock, SystemClock
 from monitor.config import Config, dependency_order
 from monitor.evaluation import CheckEvaluator
 from monitor.metrics import Metrics
-from monitor.models import EXIT_CODES, STATUS_RANK, CheckResult, Level, RowState, Status
+from monitor.models import EXIT_CODES, STATUS_RANK, CheckResult, Level, RowState, Status, iso
 from monitor.runner import run_check
 from monitor.scheduler import Scheduler
 from monitor.store import Store, make_store
@@ -164,7 +164,9 @@ class Daemon:
         self.scheduler.start()
         for name, rt in self.runtimes.items():
             self.scheduler.add(name, rt.check.config.interval)
-        self._web = web.AppRunner(build_app(self), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        self._web = web.AppRunner(
+            build_app(self), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._web.setup()
         host, port = self.config.monitor.host_port
         await web.TCPSite(self._web, host, port).start()

@@ -6,6 +6,7 @@ import enum
 import math
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -68,6 +69,13 @@ class CheckResult:
     def all_samples(self) -> dict[str, float]:
         """`up` and `latency_ms` plus the type-specific samples."""
         return {"up": 1.0 if self.up else 0.0, "latency_ms": self.latency_ms, **self.samples}
+
+
+def iso(ts: float | None) -> str | None:
+    """RFC 3339 UTC with `Z`, to the millisecond, as the API and payloads show times."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # ---------------------------------------------------------------- config field types

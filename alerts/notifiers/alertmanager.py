@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from alerts.notifiers.base import NotifierConfig
+from alerts.notifiers.base import Delivery, Notification, Notifier, NotifierConfig
 from monitor.models import MaskedUrl
 
 
 class AlertmanagerConfig(NotifierConfig):
     type: Literal["alertmanager"]
     url: MaskedUrl
+
+
+class AlertmanagerNotifier(Notifier):
+    type = "alertmanager"
+    config_model = AlertmanagerConfig
+
+    async def send(self, notification: Notification) -> Delivery:
+        raise NotImplementedError

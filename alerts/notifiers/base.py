@@ -1,10 +1,23 @@
-"""The notifier contract shared by every notifier type."""
+"""The notifier contract: a Notification in, a Delivery out (Sent, Retry or Failed)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar, Literal
+
+import aiohttp
 from pydantic import Field
 
-from monitor.models import ConfigModel, Duration
+from monitor.models import ConfigModel, Duration, format_duration, iso  # noqa: F401 -- iso for notifiers
+
+log = logging.getLogger("alerts.notifiers")
+
+Event = Literal["firing", "resolved", "acknowledged", "flapping", "test"]
 
 
 class NotifierConfig(ConfigModel):
@@ -12,3 +25,203 @@ class NotifierConfig(ConfigModel):
 
     type: str
     timeout: Duration = Field(default=10.0, gt=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """Everything a receiver is told about one alert event (SPEC section 5)."""
+
+    event: Event
+    alert_id: str
+    check: str
+    check_type: str
+    target: str  # what was checked: URL host[:port], host:port, database name
+    metric: str
+    severity: Literal["warning", "critical"]
+    value: float | None
+    threshold: float | None
+    direction: Literal["above", "below"]
+    started_at: float  # epoch seconds: when the breach began
+    created_at: float  # epoch seconds: when this notification was made
+    resolved_at: float | None = None
+    reason: str | None = None  # the last failure reason of the check
+    labels: dict[str, str] = field(default_factory=dict)
+    runbook: str | None = None
+    acknowledged_by: str | None = None
+    note: str | None = None  # e.g. "7 state changes in 30m" for flapping, the comment of an ack
+
+    @property
+    def comparison(self) -> str:
+        """`up 0 < 1`, `latency_p95_ms 1234 > 1000`."""
+        op = "<" if self.direction == "below" else ">"
+        if self.value is None or self.threshold is None:
+            return self.metric
+        return f"{self.metric} {_num(self.value)} {op} {_num(self.threshold)}"
+
+    @property
+    def summary(self) -> str:
+        """`backend-api: up 0 < 1 (status 503)`: the email subject without its bracket."""
+        text = f"{self.check}: {self.comparison}"
+        if self.event == "flapping":
+            return f"{self.check}: {self.metric} is flapping" + (f" ({self.note})" if self.note else "")
+        return f"{text} ({self.reason})" if self.reason else text
+
+    @property
+    def tag(self) -> str:
+        """The subject's bracket: CRITICAL, WARNING, RESOLVED, ACKNOWLEDGED, FLAPPING, TEST."""
+        if self.event == "firing":
+            return self.severity.upper()
+        return {"resolved": "RESOLVED", "acknowledged": "ACKNOWLEDGED", "flapping": "FLAPPING"}.get(
+            self.event, "TEST"
+        )
+
+    @property
+    def subject(self) -> str:
+        """`[CRITICAL] backend-api: up 0 < 1 (status 503)`."""
+        return f"[{self.tag}] {self.summary}"
+
+    @property
+    def duration_s(self) -> float | None:
+        """How long the breach lasted, for resolved notifications."""
+        return None if self.resolved_at is None else max(0.0, self.resolved_at - self.started_at)
+
+    @property
+    def duration_text(self) -> str | None:
+        d = self.duration_s
+        return None if d is None else human_duration(d)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Notification:
+        return cls(**data)
+
+
+def _num(value: float) -> str:
+    return f"{value:.6g}" if value != int(value) else str(int(value))
+
+
+def human_duration(seconds: float) -> str:
+    """`4m 12s`, `2h 5m`, `3d 4h`: for people reading a resolved message."""
+    seconds = round(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size or (unit == "s" and not parts):
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+        if len(parts) == 2:
+            break
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------- deliveries
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    outcome: ClassVar[str] = "sent"
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A passing failure (network, timeout, 429, 5xx): try again, after `after_s` if the receiver said."""
+
+    reason: str
+    after_s: float | None = None
+    outcome: ClassVar[str] = "retry"
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A permanent failure (other 4xx, bad config, rejected payload): retrying cannot help."""
+
+    reason: str
+    outcome: ClassVar[str] = "failed"
+
+
+Delivery = Sent | Retry | Failed
+
+
+def classify_http(status: int, body: str = "", retry_after: str | None = None) -> Delivery:
+    """The one place HTTP answers become deliveries: 2xx sent; 429 and 5xx retry (honouring
+    Retry-After, RFC 9110 section 10.2.3); every other answer is permanent."""
+    if 200 <= status < 300:
+        return Sent()
+    detail = f"HTTP {status}" + (f": {_short(body)}" if body.strip() else "")
+    if status == 429 or status >= 500:
+        return Retry(detail, parse_retry_after(retry_after))
+    return Failed(detail)
+
+
+def classify_smtp(code: int, message: str) -> Delivery:
+    """SMTP replies (RFC 5321 section 4.2.1): 4xx is transient (retry), 5xx permanent."""
+    detail = f"SMTP {code}: {_short(message)}"
+    return Retry(detail) if 400 <= code < 500 else Failed(detail)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    base = datetime.now(UTC).timestamp() if now is None else now
+    return max(0.0, when.timestamp() - base)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------- the interface
+
+
+class Notifier(ABC):
+    """One configured notifier. `send` makes exactly one attempt and never sleeps or loops:
+    retries and backoff belong to the outbox worker."""
+
+    type: ClassVar[str]
+    config_model: ClassVar[type[NotifierConfig]]
+
+    def __init__(self, name: str, config: NotifierConfig, http: aiohttp.ClientSession) -> None:
+        self.name = name
+        self.config = config
+        self.http = http
+
+    @abstractmethod
+    async def send(self, notification: Notification) -> Delivery:
+        """Deliver one notification; a failing receiver is a Retry or Failed, not an exception."""
+
+    async def post_json(self, url: str, payload: Any, headers: dict[str, str] | None = None) -> Delivery:
+        """POST JSON and classify the answer; network errors and timeouts retry.
+
+        Error reasons name the notifier, never the URL: webhook URLs are secrets.
+        """
+        try:
+            async with self.http.post(url, json=payload, headers=headers) as resp:
+                body = await resp.text(errors="replace")
+                return classify_http(resp.status, body, resp.headers.get("Retry-After"))
+        except aiohttp.ClientConnectorError as exc:
+            return Retry(f"connect: {exc.os_error.strerror or type(exc.os_error).__name__}")
+        except (aiohttp.ClientError, OSError) as exc:
+            return Retry(f"{type(exc).__name__}")
+
+
+async def deliver(notifier: Notifier, notification: Notification) -> Delivery:
+    """One attempt under the notifier's timeout; a bug in a notifier retries (it may be passing)
+    rather than losing the page."""
+    timeout_s = notifier.config.timeout
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await notifier.send(notification)
+    except TimeoutError:
+        return Retry(f"timeout after {format_duration(timeout_s)}")
+    except Exception as exc:
+        log.exception("notifier raised", extra={"notifier": notifier.name})
+        return Retry(f"internal error: {type(exc).__name__}")

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from alerts.notifiers.base import NotifierConfig
+from alerts.notifiers.base import Delivery, Notification, Notifier, NotifierConfig
 from monitor.models import Secret
 
 
@@ -19,3 +19,11 @@ class EmailConfig(NotifierConfig):
     password: Secret = SecretStr("")
     from_: str = Field(alias="from", pattern=r"^[^@\s]+@[^@\s]+$")
     to: list[str] = Field(min_length=1)
+
+
+class EmailNotifier(Notifier):
+    type = "email"
+    config_model = EmailConfig
+
+    async def send(self, notification: Notification) -> Delivery:
+        raise NotImplementedError
