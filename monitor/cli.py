@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
         )
         return p
 
-    with_config(sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT"))
+    run = with_config(sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT; SIGHUP reloads"))
+    run.add_argument("--watch", action="store_true", help="also reload when the config file changes")
     with_config(sub.add_parser("validate", help="validate the config, print every error with its key path"))
     once = with_config(
         sub.add_parser("once", help="run every check once; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN")
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return _validate(path)
     if args.command == "once":
         return _once(path, args.json, args.check)
-    return _run(path)
+    return _run(path, args.watch)
 
 
 def _validate(path: str) -> int:
@@ -125,7 +126,7 @@ def _table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _run(path: str) -> int:
+def _run(path: str, watch: bool = False) -> int:
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -134,18 +135,19 @@ def _run(path: str) -> int:
             print(f"  {line}", file=sys.stderr)
         return EXIT_CONFIG_INVALID
     setup_logging(config.monitor.log_format, config.monitor.log_level)
-    return asyncio.run(_serve(config))
+    return asyncio.run(_serve(config, path, watch))
 
 
-async def _serve(config: Config) -> int:
+async def _serve(config: Config, path: str, watch: bool) -> int:
     from monitor.daemon import serve
 
-    stop = asyncio.Event()
+    stop, reload = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload.set)
     try:
-        await serve(config, stop)
+        await serve(config, path, stop, reload, watch)
     except OSError as exc:  # e.g. the listen port is taken
         log.error("cannot start", extra={"reason": str(exc)})
         return 1

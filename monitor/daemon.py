@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from alerts.manager import AlertManager, AlertPolicy, CheckInfo
+from alerts.notifiers import notifier_types
+from alerts.notifiers.base import Notifier
+from alerts.outbox import Outbox
 from checks import Check, CheckDeps, check_types
 from monitor import __version__
 from monitor.api import build_app
 from monitor.clock import Clock, SystemClock
-from monitor.config import Config, dependency_order
+from monitor.config import Config, ConfigError, dependency_order, load_config
 from monitor.evaluation import CheckEvaluator
 from monitor.metrics import Metrics
 from monitor.models import EXIT_CODES, STATUS_RANK, CheckResult, Level, RowState, Status, iso
@@ -29,6 +36,7 @@ log = logging.getLogger("monitor.daemon")
 
 # SIGTERM must end the process within 10 s: running checks get this long to finish.
 STOP_GRACE_S = 8.0
+TICK_S = 1.0  # how often time-driven alerting work (repeat, escalation, windows) is looked at
 _STATUS_OF_LEVEL = {
     Level.OK: Status.OK,
     Level.WARNING: Status.WARNING,
@@ -130,8 +138,36 @@ def exit_code(status: str) -> int:
     return EXIT_CODES[Status(status)]
 
 
+def alert_policy(config: Config, runtimes: dict[str, CheckRuntime]) -> AlertPolicy:
+    """The alerting part of the config, checks in dependency order."""
+    checks = {
+        name: CheckInfo(
+            name=name,
+            type=rt.check.type,
+            target=rt.check.target(),
+            labels=dict(rt.check.config.labels),
+            runbook=rt.check.config.runbook,
+            depends_on=tuple(rt.check.config.depends_on),
+        )
+        for name, rt in runtimes.items()
+    }
+    return AlertPolicy(
+        checks=checks,
+        routes=list(config.routes),
+        maintenance=list(config.maintenance),
+        business_hours=config.business_hours,
+        timezone=ZoneInfo(config.monitor.timezone),
+        alerts=config.alerts,
+    )
+
+
+def build_notifiers(config: Config, session: aiohttp.ClientSession) -> dict[str, Notifier]:
+    types = notifier_types()
+    return {name: types[cfg.type](name, cfg, session) for name, cfg in config.notifiers.items()}
+
+
 class Daemon:
-    """The long-running service: scheduled checks, evaluation, metrics and the HTTP interface."""
+    """The long-running service: scheduled checks, evaluation, alerting, metrics and the HTTP API."""
 
     def __init__(
         self,
@@ -139,16 +175,21 @@ class Daemon:
         *,
         clock: Clock | None = None,
         registry: CollectorRegistry | None = None,
+        config_path: str | None = None,
     ) -> None:
         self.config = config
+        self.config_path = config_path
         self.clock = clock or SystemClock()
         self.metrics = Metrics(registry)
         self.registry = self.metrics.registry
         self.store: Store = make_store(config.monitor.state)
         self.runtimes: dict[str, CheckRuntime] = {}
         self.scheduler = Scheduler(self._run, self.metrics.scheduler_lag.observe, self._skipped)
+        self.outbox: Outbox | None = None
+        self.alerts: AlertManager | None = None
         self._session: aiohttp.ClientSession | None = None
         self._web: web.AppRunner | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self._running = 0
@@ -157,10 +198,23 @@ class Daemon:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Open the store, schedule every check, then listen (explicit setup, cleanup in reverse)."""
+        """Store, alert state, outbox, checks, then the listener (cleanup runs in reverse)."""
         await self.store.open()
         self._session = new_http_session()
         self.runtimes = build_runtimes(self.config, CheckDeps(http=self._session))
+        self.outbox = self._new_outbox(self.config)
+        self.alerts = AlertManager(
+            alert_policy(self.config, self.runtimes),
+            self.store,
+            self.outbox,
+            self.clock,
+            self._alerts_changed,
+        )
+        await self.outbox.load()
+        await self.alerts.load()
+        self._seed_evaluators()
+        self.outbox.start()
+        self._ticker = asyncio.create_task(self._tick_forever(), name="alerts-tick")
         self.scheduler.start()
         for name, rt in self.runtimes.items():
             self.scheduler.add(name, rt.check.config.interval)
@@ -174,12 +228,19 @@ class Daemon:
         log.info("started", extra={"checks": len(self.runtimes), "path": self.config.monitor.listen})
 
     async def stop(self) -> None:
-        """Stop scheduling, let running checks finish (bounded), then close in reverse order."""
+        """Stop scheduling, let running checks finish (bounded), then close in reverse order.
+        Undelivered notifications are already in the store: the next start sends them."""
         self.scheduler.shutdown()
         try:
             await asyncio.wait_for(self._idle.wait(), STOP_GRACE_S)
         except TimeoutError:
             log.warning("stopping with checks still running", extra={"reason": "grace period over"})
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        if self.outbox is not None:
+            await self.outbox.stop()
         if self._web is not None:
             await self._web.cleanup()
         if self._session is not None:
@@ -194,6 +255,82 @@ class Daemon:
         assert self._web is not None
         return self._web.addresses[0][1]
 
+    def _new_outbox(self, config: Config) -> Outbox:
+        assert self._session is not None
+        return Outbox(self.store, build_notifiers(config, self._session), self.clock, self._notified)
+
+    def _seed_evaluators(self) -> None:
+        assert self.alerts is not None
+        for (check, metric), alert in self.alerts.row_states().items():
+            rt = self.runtimes.get(check)
+            if rt is not None and alert.state == "firing":
+                rt.evaluator.seed(
+                    metric, RowState(alert.severity), alert.started_at, alert.value, alert.threshold
+                )
+
+    async def _tick_forever(self) -> None:
+        """Repeats, escalations, business hours and windows move with time, not with runs."""
+        assert self.alerts is not None
+        while True:
+            try:
+                await self.alerts.tick(self.clock.now())
+            except Exception:  # a bug here must not stop alerting for good
+                log.exception("alert tick failed")
+            await asyncio.sleep(TICK_S)
+
+    # ------------------------------------------------------------ reload
+
+    async def reload(self) -> bool:
+        """SIGHUP: adopt the config file's new content, or keep the old one if it is invalid.
+
+        Checks whose definition and threshold rows did not change keep their schedule, history
+        and alert state."""
+        path = self.config_path
+        if path is None:
+            return False
+        try:
+            new = await asyncio.to_thread(load_config, path)
+        except ConfigError as exc:
+            self.metrics.config_reloads.labels("failure").inc()
+            log.error("config reload rejected, keeping the running config", extra={"errors": exc.errors})
+            return False
+        for key in ("listen", "state"):
+            if getattr(new.monitor, key) != getattr(self.config.monitor, key):
+                log.warning("config reload: a restart is needed to change monitor." + key)
+        assert self._session is not None and self.alerts is not None and self.outbox is not None
+        fresh = build_runtimes(new, CheckDeps(http=self._session))
+        for name, rt in self.runtimes.items():
+            kept = fresh.get(name)
+            if (
+                kept is not None
+                and rt.check.config == kept.check.config
+                and rt.evaluator.rows == kept.evaluator.rows
+            ):
+                fresh[name] = rt
+                continue
+            if kept is None:
+                self.scheduler.remove(name)
+                self.metrics.forget_check(
+                    name,
+                    rt.check.type,
+                    list(rt.evaluator.statuses) + list(rt.last.all_samples() if rt.last else []),
+                )
+        for name, rt in fresh.items():
+            if self.runtimes.get(name) is not rt:
+                self.scheduler.add(name, rt.check.config.interval)
+        self.runtimes = fresh
+        if new.notifiers != self.config.notifiers:
+            await self.outbox.stop()
+            self.outbox = self._new_outbox(new)
+            await self.outbox.load()
+            self.outbox.start()
+            self.alerts.outbox = self.outbox
+        self.alerts.policy = alert_policy(new, fresh)
+        self.config = new
+        self.metrics.config_reloads.labels("success").inc()
+        log.info("config reloaded", extra={"checks": len(fresh)})
+        return True
+
     # ------------------------------------------------------------ runs
 
     async def _run(self, name: str) -> None:
@@ -204,13 +341,13 @@ class Daemon:
         self._idle.clear()
         try:
             result = await run_check(rt.check)
-            self._record(rt, result, self.clock.now())
+            await self._record(rt, result, self.clock.now())
         finally:
             self._running -= 1
             if self._running == 0:
                 self._idle.set()
 
-    def _record(self, rt: CheckRuntime, result: CheckResult, now: float) -> None:
+    async def _record(self, rt: CheckRuntime, result: CheckResult, now: float) -> None:
         check = rt.check
         was_up = None if rt.last is None else rt.last.up
         rt.last, rt.last_run = result, now
@@ -220,17 +357,20 @@ class Daemon:
         m.check_runs.labels(check.name, check.type, result.outcome).inc()
         for metric, value in result.all_samples().items():
             m.check_value.labels(check.name, metric).set(value)
-        rt.evaluator.observe(result, now)
+        evaluated = rt.evaluator.observe(result, now)
         for metric, value in rt.evaluator.derived.items():
             m.check_value.labels(check.name, metric).set(value)
-        for metric, status in rt.evaluator.statuses.items():
+        for status in evaluated:
             firing = status.state in (RowState.WARNING, RowState.CRITICAL)
-            m.alert_state.labels(check.name, metric).set(int(status.level) if firing else 0)
+            m.alert_state.labels(check.name, status.row.metric).set(int(status.level) if firing else 0)
         if was_up is not result.up:
             if result.up:
                 log.info("check up", extra={"check": check.name})
             else:
                 log.warning("check down", extra={"check": check.name, "reason": result.reason})
+        if self.alerts is not None:
+            rows = [CheckEvaluator.handoff(s) for s in evaluated]
+            await self.alerts.observe(check.name, rows, result.reason, now)
 
     def _skipped(self, name: str) -> None:
         rt = self.runtimes.get(name)
@@ -238,9 +378,24 @@ class Daemon:
             self.metrics.check_runs.labels(name, rt.check.type, "skipped").inc()
             log.debug("run skipped: previous run still going", extra={"check": name})
 
+    def _notified(self, notifier: str, outcome: str) -> None:
+        self.metrics.notifications.labels(notifier, outcome).inc()
+        if self.outbox is not None:
+            self.metrics.outbox_pending.set(self.outbox.pending)
+
+    def _alerts_changed(self, manager: AlertManager) -> None:
+        for severity, count in manager.firing_counts().items():
+            self.metrics.alerts_firing.labels(severity).set(count)
+        if self.outbox is not None:
+            self.metrics.outbox_pending.set(self.outbox.pending)
+
     # ------------------------------------------------------------ API source
 
     def checks_view(self) -> dict[str, Any]:
+        if self.alerts is not None:
+            now = self.clock.now()
+            for rt in self.runtimes.values():
+                rt.suppressed = self.alerts.check_suppression(rt.check.name, now)
         return summary(self.runtimes.values())
 
     async def ready(self) -> tuple[bool, str]:
@@ -253,13 +408,45 @@ class Daemon:
         return True, "ready"
 
 
-async def serve(config: Config, stop: asyncio.Event) -> None:
-    """Run the daemon until `stop` is set (by a signal handler in the CLI)."""
-    daemon = Daemon(config)
+async def serve(
+    config: Config, config_path: str, stop: asyncio.Event, reload: asyncio.Event, watch: bool = False
+) -> None:
+    """Run the daemon until `stop` is set; reload the config whenever `reload` is set (SIGHUP),
+    or when the file changes with `watch`."""
+    daemon = Daemon(config, config_path=config_path)
     await daemon.start()
+    watcher = asyncio.create_task(_watch(config_path, reload)) if watch else None
     try:
-        await stop.wait()
+        while not stop.is_set():
+            waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(reload.wait())]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
+            if reload.is_set() and not stop.is_set():
+                reload.clear()
+                await daemon.reload()
     finally:
+        if watcher is not None:
+            watcher.cancel()
         started = time.monotonic()
         await daemon.stop()
         log.debug("stop took", extra={"reason": f"{time.monotonic() - started:.2f}s"})
+
+
+async def _watch(path: str, reload: asyncio.Event, every_s: float = 2.0) -> None:
+    """`monitor run --watch`: a changed file (mtime or size) asks for a reload."""
+
+    def stamp() -> tuple[float, int] | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return st.st_mtime, st.st_size
+
+    last = await asyncio.to_thread(stamp)
+    while True:
+        await asyncio.sleep(every_s)
+        now = await asyncio.to_thread(stamp)
+        if now is not None and now != last:
+            last = now
+            reload.set()

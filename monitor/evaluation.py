@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from monitor.config import ThresholdRow
-from monitor.models import CheckResult, Level, RowState
+from monitor.models import CheckResult, Level, RowEvaluation, RowState
 
 # Metrics computed over a row's window rather than taken from the latest run.
 DERIVED = ("latency_p95_ms", "latency_p99_ms", "error_rate_pct", "availability_pct")
@@ -130,11 +130,11 @@ class CheckEvaluator:
         self.derived: dict[str, float] = {}  # latest derived values, exported as metrics
 
     def observe(self, result: CheckResult, now: float) -> list[RowStatus]:
-        """Evaluate one run; returns the statuses whose state changed."""
+        """Evaluate one run; returns the statuses of the rows that applied to it."""
         samples = result.all_samples()
         if self.window is not None:
             self.window.add(now, result)
-        changed: list[RowStatus] = []
+        evaluated: list[RowStatus] = []
         for metric, row in self.rows.items():
             if metric in DERIVED:
                 assert self.window is not None
@@ -148,9 +148,35 @@ class CheckEvaluator:
             status = self.statuses.get(metric)
             if status is None:
                 status = self.statuses[metric] = RowStatus(row)
-            if status.observe(value, now):
-                changed.append(status)
-        return changed
+            status.observe(value, now)
+            evaluated.append(status)
+        return evaluated
+
+    def seed(
+        self, metric: str, state: RowState, since: float, value: float | None, threshold: float | None
+    ) -> None:
+        """Resume a row that was firing before a restart, so that it neither pages again nor
+        resolves without `resolve_after` clean runs."""
+        row = self.rows.get(metric)
+        if row is None or state not in (RowState.WARNING, RowState.CRITICAL):
+            return
+        level = Level.CRITICAL if state is RowState.CRITICAL else Level.WARNING
+        self.statuses[metric] = RowStatus(
+            row, state, level, value, threshold, since, breaching=row.trigger_after
+        )
+
+    @staticmethod
+    def handoff(status: RowStatus) -> RowEvaluation:
+        """The row as alerting sees it."""
+        return RowEvaluation(
+            status.row.metric,
+            status.state,
+            status.level,
+            status.value,
+            status.threshold,
+            status.row.direction,
+            status.since,
+        )
 
     def states(self) -> dict[str, RowState]:
         return {metric: s.state for metric, s in self.statuses.items()}

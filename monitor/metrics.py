@@ -54,6 +54,20 @@ class Metrics:
             ["check", "metric"],
             registry=r,
         )
+        self.alerts_firing = Gauge(
+            "monitor_alerts_firing", "Alerts firing now, by severity.", ["severity"], registry=r
+        )
+        self.notifications = Counter(
+            "monitor_notifications",
+            "Notification attempts by notifier and outcome (sent|retry|failed).",
+            ["notifier", "outcome"],
+            registry=r,
+        )
+        self.outbox_pending = Gauge(
+            "monitor_outbox_pending", "Notifications written to the outbox and not yet delivered.", registry=r
+        )
+        for severity in ("warning", "critical"):
+            self.alerts_firing.labels(severity)
         self.scheduler_lag = Histogram(
             "monitor_scheduler_lag_seconds",
             "Actual start minus scheduled start of check runs.",

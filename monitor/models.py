@@ -78,6 +78,19 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+@dataclass(frozen=True, slots=True)
+class RowEvaluation:
+    """Where one (check, threshold row) stands after a run: what evaluation hands to alerting."""
+
+    metric: str
+    state: RowState
+    level: Level
+    value: float | None
+    threshold: float | None
+    direction: str
+    since: float | None  # when the breach began (None while ok)
+
+
 # ---------------------------------------------------------------- config field types
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Literal
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
-from pydantic import Field
+from pydantic import BaseModel, Field, SecretStr
 
-from monitor.models import ConfigModel, Duration, format_duration, iso  # noqa: F401 -- iso for notifiers
+from monitor.models import MASK, ConfigModel, Duration, format_duration, iso  # noqa: F401 -- iso for notifiers
 
 log = logging.getLogger("alerts.notifiers")
 
@@ -102,6 +106,11 @@ def _num(value: float) -> str:
     return f"{value:.6g}" if value != int(value) else str(int(value))
 
 
+def format_number(value: float | None) -> str:
+    """A measured value or threshold for people: `0`, `1234`, `12.5`; `n/a` when there is none."""
+    return "n/a" if value is None else _num(value)
+
+
 def human_duration(seconds: float) -> str:
     """`4m 12s`, `2h 5m`, `3d 4h`: for people reading a resolved message."""
     seconds = round(seconds)
@@ -179,6 +188,64 @@ def _short(text: str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+# ---------------------------------------------------------------- secrets
+
+_MIN_SECRET_LEN = 3  # shorter fragments ("/", "a") would blank out unrelated text
+
+
+def secret_fragments(value: str, *, whole: bool) -> set[str]:
+    """The pieces of `value` that must never be shown. For a URL: its userinfo and query string
+    (SPEC section 3); with `whole` (a secret URL such as a Slack webhook) also its path and the
+    URL itself, since the path is the credential and a receiver's error page may echo it."""
+    found: set[str] = {value} if whole else set()
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return {value}
+    if parts.scheme and parts.netloc:
+        if parts.username:
+            found.update({parts.username, unquote(parts.username)})
+        if parts.password:
+            found.update({parts.password, unquote(parts.password)})
+        if parts.query:
+            found.update({parts.query, unquote(parts.query)})
+        if whole and len(parts.path) > 1:
+            found.update({parts.path, unquote(parts.path)})
+    return {f for f in found if len(f) >= _MIN_SECRET_LEN}
+
+
+def config_secrets(config: BaseModel) -> frozenset[str]:
+    """Every secret a notifier config holds: `SecretStr` values (in fields, lists and dicts, e.g.
+    webhook headers) and the userinfo and query of every URL-looking string."""
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, SecretStr):
+            found.update(secret_fragments(value.get_secret_value(), whole=True))
+        elif isinstance(value, str):
+            found.update(secret_fragments(value, whole=False))
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list | tuple | set | frozenset):
+            for item in value:
+                walk(item)
+
+    walk(config)
+    return frozenset(found)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret replaced by `***`, longest first (a URL before its path)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, MASK)
+    return text
+
+
 # ---------------------------------------------------------------- the interface
 
 
@@ -198,6 +265,18 @@ class Notifier(ABC):
     async def send(self, notification: Notification) -> Delivery:
         """Deliver one notification; a failing receiver is a Retry or Failed, not an exception."""
 
+    @functools.cached_property
+    def secrets(self) -> frozenset[str]:
+        """What this notifier's reasons must never show (see `config_secrets`)."""
+        return config_secrets(self.config)
+
+    def redacted(self, delivery: Delivery) -> Delivery:
+        """`delivery` with any secret in its reason masked: receivers' error bodies may echo the
+        request (an HTTP 404 page showing the webhook path, a proxy echoing the body)."""
+        if isinstance(delivery, Sent):
+            return delivery
+        return dataclasses.replace(delivery, reason=redact(delivery.reason, self.secrets))
+
     async def post_json(self, url: str, payload: Any, headers: dict[str, str] | None = None) -> Delivery:
         """POST JSON and classify the answer; network errors and timeouts retry.
 
@@ -206,11 +285,12 @@ class Notifier(ABC):
         try:
             async with self.http.post(url, json=payload, headers=headers) as resp:
                 body = await resp.text(errors="replace")
-                return classify_http(resp.status, body, resp.headers.get("Retry-After"))
+                delivery = classify_http(resp.status, body, resp.headers.get("Retry-After"))
         except aiohttp.ClientConnectorError as exc:
-            return Retry(f"connect: {exc.os_error.strerror or type(exc.os_error).__name__}")
+            delivery = Retry(f"connect: {exc.os_error.strerror or type(exc.os_error).__name__}")
         except (aiohttp.ClientError, OSError) as exc:
-            return Retry(f"{type(exc).__name__}")
+            delivery = Retry(f"{type(exc).__name__}")
+        return self.redacted(delivery)
 
 
 async def deliver(notifier: Notifier, notification: Notification) -> Delivery:
@@ -223,5 +303,9 @@ async def deliver(notifier: Notifier, notification: Notification) -> Delivery:
     except TimeoutError:
         return Retry(f"timeout after {format_duration(timeout_s)}")
     except Exception as exc:
-        log.exception("notifier raised", extra={"notifier": notifier.name})
+        # No traceback: an exception's message may quote a URL or header, i.e. a secret.
+        log.error(
+            "notifier raised",
+            extra={"notifier": notifier.name, "reason": redact(repr(exc), notifier.secrets)},
+        )
         return Retry(f"internal error: {type(exc).__name__}")
