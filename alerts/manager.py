@@ -352,6 +352,8 @@ class AlertManager:
         elif not flapping:
             self._flapping.discard(alert.id)
         suppressed = self._suppression(alert, now)
+        if suppressed in ("dependency", "down") and alert.notified_severity is None:
+            alert.sticky = suppressed  # never announced, born in an outage: it belongs to that outage
         if suppressed != alert.suppressed:
             alert.suppressed, changed = suppressed, True
 
@@ -382,6 +384,8 @@ class AlertManager:
                 progress.held = False
             elif self._repeat_due(alert, route, progress, now) and not closed:
                 due = list(route.notify)
+            if due and not new:  # a repeat or a release: not onto one still undelivered
+                due = [n for n in due if not self.outbox.queued(n, alert.id, "firing")]
             if due:
                 await self._send(alert, [(key, route)], "firing", now, only=due)
                 progress.first_at = progress.first_at if progress.first_at is not None else now

@@ -53,6 +53,13 @@ class Outbox:
     def pending(self) -> int:
         return sum(len(q) for q in self._queues.values())
 
+    def queued(self, notifier: str, alert_id: str, event: str) -> bool:
+        """Is such a notification still waiting? A repeat is not piled onto an undelivered one."""
+        return any(
+            i.payload["alert_id"] == alert_id and i.payload["event"] == event
+            for i in self._queues.get(notifier, ())
+        )
+
     async def load(self) -> None:
         """Take up what a previous process left undelivered (kill -9 included)."""
         for item in await self.store.pending():
