@@ -7,8 +7,9 @@ import contextlib
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,10 +17,11 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from alerts.manager import AlertManager, AlertPolicy, CheckInfo
+from alerts.manager import Alert, AlertManager, AlertPolicy, CheckInfo
 from alerts.notifiers import notifier_types
 from alerts.notifiers.base import Notifier
 from alerts.outbox import Outbox
+from alerts.windows import Silence
 from checks import Check, CheckDeps, check_types
 from monitor import __version__
 from monitor.api import build_app
@@ -36,6 +38,7 @@ log = logging.getLogger("monitor.daemon")
 
 # SIGTERM must end the process within 10 s: running checks get this long to finish.
 STOP_GRACE_S = 8.0
+HISTORY_RUNS = 20  # recent runs per check shown on the status page
 TICK_S = 1.0  # how often time-driven alerting work (repeat, escalation, windows) is looked at
 _STATUS_OF_LEVEL = {
     Level.OK: Status.OK,
@@ -65,19 +68,22 @@ class CheckRuntime:
     last: CheckResult | None = None
     last_run: float | None = None
     suppressed: str | None = None  # set by alerting: maintenance|silence|dependency
+    history: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=HISTORY_RUNS))
 
     def status(self) -> Status:
         if self.last is None or self.last.outcome == "error":
             return Status.UNKNOWN
         return _STATUS_OF_LEVEL[self.evaluator.worst()]
 
-    def view(self) -> dict[str, Any]:
+    def view(self, history: bool = False) -> dict[str, Any]:
         """The check as `monitor once --json` and `GET /api/v1/checks` show it."""
         last = self.last
         samples: dict[str, float] = {}
         if last is not None:
             samples = {**last.all_samples(), **self.evaluator.derived}
+        extra = {"history": [(iso(t), ok) for t, ok in self.history]} if history else {}
         return {
+            **extra,
             "name": self.check.name,
             "type": self.check.type,
             "target": self.check.target(),
@@ -109,8 +115,8 @@ def build_runtimes(
     return runtimes
 
 
-def summary(runtimes: Iterable[CheckRuntime]) -> dict[str, Any]:
-    views = [rt.view() for rt in runtimes]
+def summary(runtimes: Iterable[CheckRuntime], history: bool = False) -> dict[str, Any]:
+    views = [rt.view(history) for rt in runtimes]
     worst = max((Status(v["status"]) for v in views), key=STATUS_RANK.__getitem__, default=Status.OK)
     return {"status": worst.value, "checks": views}
 
@@ -159,6 +165,36 @@ def alert_policy(config: Config, runtimes: dict[str, CheckRuntime]) -> AlertPoli
         timezone=ZoneInfo(config.monitor.timezone),
         alerts=config.alerts,
     )
+
+
+def alert_view(alert: Alert) -> dict[str, Any]:
+    """An alert as `GET /api/v1/alerts` shows it (SPEC section 6)."""
+    return {
+        "id": alert.id,
+        "check": alert.check,
+        "metric": alert.metric,
+        "severity": alert.severity,
+        "state": alert.state,
+        "suppressed": alert.suppressed,
+        "acknowledged": alert.acknowledged,
+        "value": alert.value,
+        "threshold": alert.threshold,
+        "started_at": iso(alert.started_at),
+        "resolved_at": iso(alert.resolved_at),
+        "reason": alert.reason,
+        "labels": alert.labels,
+        "runbook": alert.runbook,
+    }
+
+
+def silence_view(silence: Silence) -> dict[str, Any]:
+    return {
+        "id": silence.id,
+        "checks": list(silence.checks),
+        "start": iso(silence.start),
+        "end": iso(silence.end),
+        "comment": silence.comment,
+    }
 
 
 def build_notifiers(config: Config, session: aiohttp.ClientSession) -> dict[str, Notifier]:
@@ -351,6 +387,7 @@ class Daemon:
         check = rt.check
         was_up = None if rt.last is None else rt.last.up
         rt.last, rt.last_run = result, now
+        rt.history.append((now, result.up))
         m = self.metrics
         m.check_up.labels(check.name, check.type).set(1 if result.up else 0)
         m.check_duration.labels(check.name, check.type).observe(result.latency_ms / 1000)
@@ -391,12 +428,50 @@ class Daemon:
 
     # ------------------------------------------------------------ API source
 
-    def checks_view(self) -> dict[str, Any]:
+    @property
+    def api_token(self) -> str:
+        return self.config.monitor.api_token.get_secret_value()
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return ZoneInfo(self.config.monitor.timezone)
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def checks_view(self, history: bool = False) -> dict[str, Any]:
         if self.alerts is not None:
             now = self.clock.now()
             for rt in self.runtimes.values():
                 rt.suppressed = self.alerts.check_suppression(rt.check.name, now)
-        return summary(self.runtimes.values())
+        return summary(self.runtimes.values(), history)
+
+    async def alerts_view(self, resolved_since: float | None) -> list[dict[str, Any]]:
+        assert self.alerts is not None
+        if resolved_since is None:
+            found = sorted(self.alerts.active.values(), key=lambda a: a.started_at)
+        else:
+            found = await self.alerts.history(resolved_since)
+        return [alert_view(a) for a in found]
+
+    async def acknowledge(self, alert_id: str, by: str | None, comment: str | None) -> dict[str, Any] | None:
+        assert self.alerts is not None
+        alert = await self.alerts.acknowledge(alert_id, by, comment)
+        return None if alert is None else alert_view(alert)
+
+    def silences_view(self) -> list[dict[str, Any]]:
+        assert self.alerts is not None
+        now = self.clock.now()
+        found = [s for s in self.alerts.silences.values() if s.end > now]
+        return [silence_view(s) for s in sorted(found, key=lambda s: s.start)]
+
+    async def add_silence(self, checks: list[str], start: float, end: float, comment: str) -> dict[str, Any]:
+        assert self.alerts is not None
+        return silence_view(await self.alerts.add_silence(checks, start, end, comment))
+
+    async def delete_silence(self, silence_id: str) -> bool:
+        assert self.alerts is not None
+        return await self.alerts.delete_silence(silence_id)
 
     async def ready(self) -> tuple[bool, str]:
         if not self._started:

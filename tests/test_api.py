@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -126,3 +128,137 @@ async def test_checks_api_shape(daemon: Daemon) -> None:
     assert check["suppressed"] is None
     assert check["interval_s"] == 0.2
     assert "api-secret-token" not in text
+
+
+@pytest.fixture
+async def failing_daemon() -> AsyncIterator[Daemon]:
+    with socket.socket() as closed:  # bound, not listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        config = parse_config(
+            f"""
+            [monitor]
+            listen = "127.0.0.1:0"
+            state = "memory"
+            api_token = "api-secret-token"
+            [thresholds.up]
+            trigger_after = 1
+            [[checks]]
+            name = "database"
+            type = "tcp"
+            host = "127.0.0.1"
+            port = {port}
+            interval = "0.2s"
+            runbook = "https://wiki.example.com/runbook#database"
+            labels = {{ team = "data" }}
+            """.replace("\n            ", "\n"),
+            {},
+        )
+        d = Daemon(config, registry=CollectorRegistry())
+        await d.start()
+        try:
+            yield d
+        finally:
+            await d.stop()
+
+
+async def call(
+    daemon: Daemon, method: str, path: str, token: str | None = None, body: object = None
+) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(
+            method, f"http://127.0.0.1:{daemon.bound_port}{path}", json=body, headers=headers
+        ) as resp,
+    ):
+        text = await resp.text()
+        return resp.status, json.loads(text) if text and resp.content_type == "application/json" else text
+
+
+async def firing_alert(daemon: Daemon) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while True:
+        _, body = await call(daemon, "GET", "/api/v1/alerts")
+        if body["alerts"] and body["alerts"][0]["state"] == "firing":
+            return body["alerts"][0]
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.05)
+
+
+async def test_alerts_list_and_acknowledge(failing_daemon: Daemon) -> None:
+    alert = await firing_alert(failing_daemon)
+    assert alert["check"] == "database" and alert["metric"] == "up"
+    assert alert["severity"] == "critical"
+    assert alert["acknowledged"] is False and alert["suppressed"] is None
+    assert alert["value"] == 0 and alert["threshold"] == 1
+    assert alert["started_at"].endswith("Z") and alert["resolved_at"] is None
+    assert "refused" in alert["reason"]
+    assert alert["labels"] == {"team": "data"}
+    assert alert["runbook"] == "https://wiki.example.com/runbook#database"
+
+    path = f"/api/v1/alerts/{alert['id']}/ack"
+    assert (await call(failing_daemon, "POST", path))[0] == 401
+    assert (await call(failing_daemon, "POST", path, token="wrong"))[0] == 401
+    status, acked = await call(
+        failing_daemon, "POST", path, "api-secret-token", {"by": "alice", "comment": "on it"}
+    )
+    assert status == 200 and acked["acknowledged"] is True and acked["id"] == alert["id"]
+    status, again = await call(failing_daemon, "POST", path, "api-secret-token")
+    assert status == 200 and again == acked
+    assert (await call(failing_daemon, "POST", "/api/v1/alerts/nope/ack", "api-secret-token"))[0] == 404
+    status, body = await call(failing_daemon, "POST", path, "api-secret-token", [1, 2])
+    assert status == 400 and "JSON object" in body["error"]
+    assert (await call(failing_daemon, "GET", "/api/v1/alerts?state=resolved&since=yesterday"))[0] == 400
+    status, body = await call(
+        failing_daemon, "GET", "/api/v1/alerts?state=resolved&since=2026-01-01T00:00:00Z"
+    )
+    assert status == 200 and body == {"alerts": []}
+
+
+async def test_silences_crud_and_validation(failing_daemon: Daemon) -> None:
+    token = "api-secret-token"
+    new = {"checks": ["data*"], "end": "2099-01-01T00:00:00Z", "comment": "migration"}
+    assert (await call(failing_daemon, "POST", "/api/v1/silences", body=new))[0] == 401
+    status, silence = await call(failing_daemon, "POST", "/api/v1/silences", token, new)
+    assert status == 201
+    assert silence["checks"] == ["data*"] and silence["end"] == "2099-01-01T00:00:00.000Z"
+    assert silence["comment"] == "migration" and silence["start"].endswith("Z")
+    status, listed = await call(failing_daemon, "GET", "/api/v1/silences")
+    assert status == 200 and listed == {"silences": [silence]}
+    _, body = await call(failing_daemon, "GET", "/api/v1/checks")
+    assert body["checks"][0]["suppressed"] == "silence"  # "data*" covers "database"
+    assert (await call(failing_daemon, "DELETE", f"/api/v1/silences/{silence['id']}", token))[0] == 204
+    assert (await call(failing_daemon, "DELETE", f"/api/v1/silences/{silence['id']}", token))[0] == 404
+    for bad, message in [
+        ({"end": "2099-01-01T00:00:00Z"}, "checks"),
+        ({"checks": ["x"]}, "end: required"),
+        ({"checks": ["x"], "end": "tomorrow"}, "end: invalid time"),
+        ({"checks": ["x"], "end": "2001-01-01T00:00:00Z"}, "end"),
+        ({"checks": ["x"], "end": "2099-01-01T00:00:00Z", "chekcs": 1}, "unknown key"),
+    ]:
+        status, body = await call(failing_daemon, "POST", "/api/v1/silences", token, bad)
+        assert status == 400 and message in body["error"], (bad, body)
+
+
+async def test_write_endpoints_forbidden_without_a_configured_token() -> None:
+    config = parse_config(
+        '[monitor]\nlisten = "127.0.0.1:0"\nstate = "memory"\napi_token = "${NO_TOKEN:-}"\n', {}
+    )
+    daemon = Daemon(config, registry=CollectorRegistry())
+    await daemon.start()
+    try:
+        assert (await call(daemon, "POST", "/api/v1/silences", "anything", {"checks": ["x"]}))[0] == 403
+        assert (await call(daemon, "POST", "/api/v1/alerts/x/ack", "anything"))[0] == 403
+        assert (await call(daemon, "POST", "/api/v1/alerts/x/ack"))[0] == 403
+    finally:
+        await daemon.stop()
+
+
+async def test_status_page(failing_daemon: Daemon) -> None:
+    await firing_alert(failing_daemon)
+    status, page = await call(failing_daemon, "GET", "/")
+    assert status == 200
+    assert "<h1>monitor: " in page and "CRITICAL" in page
+    assert "database" in page and 'class="run down"' in page
+    assert "api-secret-token" not in page
