@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     once.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     once.add_argument("--check", action="append", metavar="NAME", help="run only this check (repeatable)")
+    test = with_config(sub.add_parser("notify-test", help="send a test notification through one notifier"))
+    test.add_argument("notifier", metavar="NOTIFIER", help="the notifier's name in [notifiers.NAME]")
     sub.add_parser("schema", help="print the JSON Schema of the config file")
     return parser
 
@@ -61,7 +63,32 @@ def main(argv: list[str] | None = None) -> int:
         return _validate(path)
     if args.command == "once":
         return _once(path, args.json, args.check)
+    if args.command == "notify-test":
+        return _notify_test(path, args.notifier)
     return _run(path, args.watch)
+
+
+def _notify_test(path: str, name: str) -> int:
+    from monitor.daemon import notify_test
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: invalid configuration:")
+        for line in exc.errors:
+            print(f"  {line}")
+        return 1
+    if name not in config.notifiers:
+        known = ", ".join(sorted(config.notifiers)) or "none configured"
+        print(f'unknown notifier "{name}" (known: {known})')
+        return 1
+    setup_logging("text", "error")
+    delivery = asyncio.run(notify_test(config, name))
+    if delivery.outcome == "sent":
+        print(f"{name}: test notification delivered")
+        return 0
+    print(f"{name}: test notification failed: {getattr(delivery, 'reason', delivery.outcome)}")
+    return 1
 
 
 def _validate(path: str) -> int:

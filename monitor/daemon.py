@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
+import socket
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -19,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from alerts.manager import Alert, AlertManager, AlertPolicy, CheckInfo
 from alerts.notifiers import notifier_types
-from alerts.notifiers.base import Notifier
+from alerts.notifiers.base import Delivery, Notification, Notifier, deliver
 from alerts.outbox import Outbox
 from alerts.windows import Silence
 from checks import Check, CheckDeps, check_types
@@ -138,6 +140,30 @@ async def run_once(
             for rt in runtimes.values():
                 group.create_task(one(rt))
     return summary(runtimes.values())
+
+
+async def notify_test(config: Config, name: str, clock: Clock | None = None) -> Delivery:
+    """One clearly marked test notification through one notifier: directly, no outbox, no retry."""
+    now = (clock or SystemClock()).now()
+    notification = Notification(
+        event="test",
+        alert_id=f"monitor-test-{secrets.token_hex(4)}",
+        check="monitor-notify-test",
+        check_type="test",
+        target=socket.gethostname(),
+        metric="test",
+        severity="warning",
+        value=None,
+        threshold=None,
+        direction="above",
+        started_at=now,
+        created_at=now,
+        reason="This is a test notification sent by `monitor notify-test`; no action is needed.",
+        labels={"test": "true"},
+    )
+    async with new_http_session() as session:
+        notifier = build_notifiers(config, session)[name]
+        return await deliver(notifier, notification)
 
 
 def exit_code(status: str) -> int:

@@ -1,7 +1,8 @@
 """The state store: alerts, acknowledgements, silences and the notification outbox.
 
-Embedded SQLite is the default (`sqlite:///monitor-state.db`); `memory` keeps nothing across a
-restart. Records are JSON documents: the alerting layer owns their shape, the store owns durability.
+Embedded SQLite is the default (`sqlite:///monitor-state.db`); `postgresql://...` shares state
+between replicas; `memory` keeps nothing across a restart. Records are JSON documents: the
+alerting layer owns their shape, the store owns durability.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiosqlite
+import asyncpg
 
 
 @dataclass(slots=True)
@@ -224,10 +226,131 @@ class SqliteStore:
             return [json.loads(row[0]) for row in await cursor.fetchall()]
 
 
+_PG_SCHEMA = """
+create table if not exists monitor_alerts (
+  key text primary key, alert_id text not null, active boolean not null,
+  updated_at double precision not null, doc jsonb not null);
+create index if not exists monitor_alerts_active on monitor_alerts (active, updated_at);
+create table if not exists monitor_outbox (
+  id bigserial primary key, notifier text not null, payload jsonb not null,
+  created_at double precision not null, next_at double precision not null,
+  attempts integer not null default 0, last_error text, status text not null default 'pending');
+create index if not exists monitor_outbox_pending on monitor_outbox (status, id);
+create table if not exists monitor_silences (id text primary key, doc jsonb not null);
+"""
+
+
+class PostgresStore:
+    """Shared state in PostgreSQL, for replicas that share alerts (tables prefixed `monitor_`)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("store not open")
+        return self._pool
+
+    async def open(self) -> None:
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4, timeout=10)
+        async with self._pool.acquire() as conn:
+            await conn.execute(_PG_SCHEMA)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def ping(self) -> bool:
+        try:
+            async with self.pool.acquire(timeout=2) as conn:
+                await conn.fetchval("select 1")
+        except Exception:
+            return False
+        return True
+
+    async def save_alert(
+        self, key: str, alert_id: str, active: bool, updated_at: float, doc: dict[str, Any]
+    ) -> None:
+        await self.pool.execute(
+            "insert into monitor_alerts (key, alert_id, active, updated_at, doc) values ($1, $2, $3, $4, $5) "
+            "on conflict (key) do update set active = excluded.active, "
+            "updated_at = excluded.updated_at, doc = excluded.doc",
+            key,
+            alert_id,
+            active,
+            updated_at,
+            json.dumps(doc),
+        )
+
+    async def load_alerts(self, active: bool, since: float = 0.0) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            "select doc::text from monitor_alerts where active = $1 and updated_at >= $2 order by updated_at",
+            active,
+            since,
+        )
+        return [json.loads(r[0]) for r in rows]
+
+    async def enqueue(self, notifier: str, payload: dict[str, Any], now: float) -> OutboxItem:
+        item_id = await self.pool.fetchval(
+            "insert into monitor_outbox (notifier, payload, created_at, next_at) values ($1, $2, $3, $3) "
+            "returning id",
+            notifier,
+            json.dumps(payload),
+            now,
+        )
+        return OutboxItem(item_id, notifier, payload, now, now)
+
+    async def pending(self) -> list[OutboxItem]:
+        rows = await self.pool.fetch(
+            "select id, notifier, payload::text, created_at, next_at, attempts, last_error "
+            "from monitor_outbox where status = 'pending' order by id"
+        )
+        return [OutboxItem(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
+
+    async def reschedule(self, item: OutboxItem) -> None:
+        await self.pool.execute(
+            "update monitor_outbox set next_at = $1, attempts = $2, last_error = $3 where id = $4",
+            item.next_at,
+            item.attempts,
+            item.last_error,
+            item.id,
+        )
+
+    async def finish(self, item: OutboxItem, status: str) -> None:
+        if status == "sent":
+            await self.pool.execute("delete from monitor_outbox where id = $1", item.id)
+        else:
+            await self.pool.execute(
+                "update monitor_outbox set status = $1, attempts = $2, last_error = $3 where id = $4",
+                status,
+                item.attempts,
+                item.last_error,
+                item.id,
+            )
+
+    async def save_silence(self, silence_id: str, doc: dict[str, Any]) -> None:
+        await self.pool.execute(
+            "insert into monitor_silences (id, doc) values ($1, $2) "
+            "on conflict (id) do update set doc = excluded.doc",
+            silence_id,
+            json.dumps(doc),
+        )
+
+    async def delete_silence(self, silence_id: str) -> bool:
+        result = await self.pool.execute("delete from monitor_silences where id = $1", silence_id)
+        return result.endswith(" 1")
+
+    async def load_silences(self) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in await self.pool.fetch("select doc::text from monitor_silences")]
+
+
 def make_store(url: str) -> Store:
-    """`memory`, `sqlite:///relative.db` or `sqlite:////absolute.db`."""
+    """`memory`, `sqlite:///relative.db`, `sqlite:////absolute.db` or `postgresql://...`."""
     if url == "memory":
         return MemoryStore()
     if url.startswith("sqlite:///"):
         return SqliteStore(url.removeprefix("sqlite:///") or ":memory:")
-    raise ValueError(f"unsupported state store {url.split(':', 1)[0]!r}")
+    return PostgresStore(url)

@@ -1,0 +1,69 @@
+"""Every state store keeps alerts, silences and the outbox the same way; durable ones across reopen."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from monitor.store import MemoryStore, PostgresStore, SqliteStore, Store
+from tests.fakes.postgres import PostgresCluster
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+async def make(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PostgresCluster
+) -> AsyncIterator[Callable[[], Store]]:
+    """A factory of stores over the same underlying state (a reopen, as after a restart)."""
+    if request.param == "memory":
+        shared = MemoryStore()
+        yield lambda: shared
+        return
+    if request.param == "sqlite":
+        path = str(tmp_path / "state.db")
+        yield lambda: SqliteStore(path)
+        return
+    db = f"state_{abs(hash(request.node.name)) % 10**8}"
+    admin = await asyncpg.connect(pg_cluster.dsn())
+    await admin.execute(f"drop database if exists {db}")
+    await admin.execute(f"create database {db}")
+    try:
+        yield lambda: PostgresStore(pg_cluster.dsn(database=db))
+    finally:
+        await admin.execute(f"drop database if exists {db} with (force)")
+        await admin.close()
+
+
+async def test_outbox_alerts_silences_survive_reopen(make: Callable[[], Store]) -> None:
+    store = make()
+    await store.open()
+    first = await store.enqueue("oncall", {"event": "firing", "alert_id": "a1"}, 100.0)
+    second = await store.enqueue("oncall", {"event": "resolved", "alert_id": "a1"}, 101.0)
+    first.attempts, first.next_at, first.last_error = 2, 130.0, "HTTP 500"
+    await store.reschedule(first)
+    await store.save_alert("a1:1", "a1", True, 100.0, {"id": "a1", "state": "firing"})
+    await store.save_alert("a2:1", "a2", False, 90.0, {"id": "a2", "state": "resolved"})
+    await store.save_silence("s1", {"id": "s1", "checks": ["web*"], "start": 1.0, "end": 2.0, "comment": ""})
+    assert await store.ping()
+    await store.close()
+
+    store = make()
+    await store.open()
+    try:
+        pending = await store.pending()
+        assert [(i.id, i.payload["event"]) for i in pending] == [(first.id, "firing"), (second.id, "resolved")]
+        assert (pending[0].attempts, pending[0].next_at, pending[0].last_error) == (2, 130.0, "HTTP 500")
+        assert await store.load_alerts(active=True) == [{"id": "a1", "state": "firing"}]
+        assert await store.load_alerts(active=False, since=80.0) == [{"id": "a2", "state": "resolved"}]
+        assert await store.load_alerts(active=False, since=95.0) == []
+        assert [s["id"] for s in await store.load_silences()] == ["s1"]
+        await store.finish(pending[0], "sent")
+        pending[1].last_error = "HTTP 400"
+        await store.finish(pending[1], "failed")
+        assert await store.pending() == []
+        assert await store.delete_silence("s1")
+        assert not await store.delete_silence("s1")
+    finally:
+        await store.close()
