@@ -53,7 +53,10 @@ async def test_outbox_alerts_silences_survive_reopen(make: Callable[[], Store]) 
     await store.open()
     try:
         pending = await store.pending()
-        assert [(i.id, i.payload["event"]) for i in pending] == [(first.id, "firing"), (second.id, "resolved")]
+        assert [(i.id, i.payload["event"]) for i in pending] == [
+            (first.id, "firing"),
+            (second.id, "resolved"),
+        ]
         assert (pending[0].attempts, pending[0].next_at, pending[0].last_error) == (2, 130.0, "HTTP 500")
         assert await store.load_alerts(active=True) == [{"id": "a1", "state": "firing"}]
         assert await store.load_alerts(active=False, since=80.0) == [{"id": "a2", "state": "resolved"}]
