@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import logging
 import secrets
@@ -24,6 +25,7 @@ log = logging.getLogger("alerts")
 PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
 
 
+@functools.cache
 def alert_id(check: str, metric: str) -> str:
     """Stable across restarts and config reloads: PagerDuty's dedup_key."""
     return hashlib.sha256(f"{check}\0{metric}".encode()).hexdigest()[:16]
@@ -179,6 +181,10 @@ class AlertManager:
         await self.store.save_alert(alert.key, alert.id, active, self.clock.now(), alert.to_doc())
 
     # ------------------------------------------------------------ input
+
+    def seen(self, check: str, now: float) -> None:
+        """A clean evaluation of a check with no alert anywhere: only its time matters."""
+        self._last_seen[check] = now
 
     async def observe(self, check: str, rows: list[RowEvaluation], reason: str | None, now: float) -> None:
         """One evaluation of one check: every row that applied to this run."""

@@ -30,7 +30,7 @@ from monitor.api import build_app
 from monitor.clock import Clock, SystemClock
 from monitor.config import Config, ConfigError, dependency_order, load_config
 from monitor.evaluation import CheckEvaluator
-from monitor.metrics import Metrics
+from monitor.metrics import CheckSeries, Metrics
 from monitor.models import EXIT_CODES, STATUS_RANK, CheckResult, Level, RowState, Status, iso
 from monitor.runner import run_check
 from monitor.scheduler import Scheduler
@@ -71,6 +71,7 @@ class CheckRuntime:
     last_run: float | None = None
     suppressed: str | None = None  # set by alerting: maintenance|silence|dependency
     history: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=HISTORY_RUNS))
+    series: CheckSeries | None = None  # its metric children, set by the daemon
 
     def status(self) -> Status:
         if self.last is None or self.last.outcome == "error":
@@ -414,31 +415,43 @@ class Daemon:
         was_up = None if rt.last is None else rt.last.up
         rt.last, rt.last_run = result, now
         rt.history.append((now, result.up))
-        m = self.metrics
-        m.check_up.labels(check.name, check.type).set(1 if result.up else 0)
-        m.check_duration.labels(check.name, check.type).observe(result.latency_ms / 1000)
-        m.check_runs.labels(check.name, check.type, result.outcome).inc()
-        for metric, value in result.all_samples().items():
-            m.check_value.labels(check.name, metric).set(value)
+        series = rt.series
+        if series is None:
+            series = rt.series = self.metrics.series(check.name, check.type)
+        series.up.set(1 if result.up else 0)
+        series.duration.observe(result.latency_ms / 1000)
+        series.runs(result.outcome).inc()
+        series.value("up").set(1 if result.up else 0)
+        series.value("latency_ms").set(result.latency_ms)
+        for metric, value in result.samples.items():
+            series.value(metric).set(value)
         evaluated = rt.evaluator.observe(result, now)
         for metric, value in rt.evaluator.derived.items():
-            m.check_value.labels(check.name, metric).set(value)
+            series.value(metric).set(value)
+        breaching = False
         for status in evaluated:
-            firing = status.state in (RowState.WARNING, RowState.CRITICAL)
-            m.alert_state.labels(check.name, status.row.metric).set(int(status.level) if firing else 0)
+            firing = status.state is RowState.WARNING or status.state is RowState.CRITICAL
+            series.state(status.row.metric).set(int(status.level) if firing else 0)
+            breaching = breaching or status.state is not RowState.OK
         if was_up is not result.up:
             if result.up:
                 log.info("check up", extra={"check": check.name})
             else:
                 log.warning("check down", extra={"check": check.name, "reason": result.reason})
-        if self.alerts is not None:
+        if self.alerts is None:
+            return
+        if breaching or self.alerts.active:
             rows = [CheckEvaluator.handoff(s) for s in evaluated]
             await self.alerts.observe(check.name, rows, result.reason, now)
+        else:  # the common case, all clear: only the time of this evaluation matters to alerting
+            self.alerts.seen(check.name, now)
 
     def _skipped(self, name: str) -> None:
         rt = self.runtimes.get(name)
         if rt is not None:
-            self.metrics.check_runs.labels(name, rt.check.type, "skipped").inc()
+            if rt.series is None:
+                rt.series = self.metrics.series(name, rt.check.type)
+            rt.series.runs("skipped").inc()
             log.debug("run skipped: previous run still going", extra={"check": name})
 
     def _notified(self, notifier: str, outcome: str) -> None:
