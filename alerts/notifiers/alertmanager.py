@@ -1,21 +1,106 @@
-"""Prometheus Alertmanager notifier (POST /api/v2/alerts)."""
+"""Alertmanager notifier: POST {url}/api/v2/alerts, one alert named `monitor_<metric>` per notification."""
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from alerts.notifiers.base import Delivery, Notification, Notifier, NotifierConfig
+from pydantic import Field, field_validator
+
+from alerts.notifiers.base import (
+    Delivery,
+    Notification,
+    Notifier,
+    NotifierConfig,
+    Sent,
+    format_number,
+    iso,
+    require_http_url,
+)
 from monitor.models import MaskedUrl
+
+API_PATH = "/api/v2/alerts"
+OWN_LABELS = ("alertname", "check", "metric", "severity")
 
 
 class AlertmanagerConfig(NotifierConfig):
     type: Literal["alertmanager"]
-    url: MaskedUrl
+    url: MaskedUrl = Field(repr=False)  # repr would show its userinfo and query
+
+    _url = field_validator("url")(require_http_url)
+
+
+def alertname(metric: str) -> str:
+    """`monitor_up`, `monitor_latency_p95_ms`: one name per kind of breach, as Prometheus rule
+    names are, so that Alertmanager's usual `group_by: [alertname]` gathers the same breach
+    across checks (all the checks that are down, in one group)."""
+    return f"monitor_{metric}"
+
+
+def label_name(key: str) -> str:
+    """A valid Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`): other characters become `_`."""
+    name = re.sub(r"[^a-zA-Z0-9_]", "_", key)
+    return f"_{name}" if not name or name[0].isdigit() else name
+
+
+def labels(n: Notification) -> dict[str, str]:
+    """alertname, check, metric, severity, then the check's labels (renamed to valid names, never
+    overriding those four, empty values dropped as Prometheus does). Severity being a label, a
+    warning that turns critical is a new alert there; the warning one, no longer sent, ends on
+    its own at Alertmanager's `resolve_timeout`."""
+    out = {label_name(k): v for k, v in n.labels.items() if v and label_name(k) not in OWN_LABELS}
+    out.update(alertname=alertname(n.metric), check=n.check, metric=n.metric, severity=n.severity)
+    return out
+
+
+def annotations(n: Notification) -> dict[str, str]:
+    op = "<" if n.direction == "below" else ">"
+    description = (
+        f"{n.check} ({n.check_type}{', ' + n.target if n.target else ''}): {n.metric} is "
+        f"{format_number(n.value)}, {n.severity} threshold {op} {format_number(n.threshold)}, "
+        f"since {iso(n.started_at)}"
+    )
+    if n.reason:
+        description += f"; last failure: {n.reason}"
+    if n.event == "resolved":
+        description += f"; resolved after {n.duration_text}"
+    out = {"summary": n.summary, "description": description}
+    if n.runbook:
+        out["runbook_url"] = n.runbook
+    return out
+
+
+def build_alerts(n: Notification) -> list[dict[str, Any]]:
+    """The `postableAlerts` body: a list holding this notification's alert. `startsAt` is when
+    the breach began; a resolve sets `endsAt` to the resolve time; a firing alert has none, so
+    Alertmanager ends it after its `resolve_timeout` (5m by default) unless it is sent again, as
+    Prometheus does every evaluation: give routes to this notifier a `repeat` shorter than that,
+    or raise `resolve_timeout`."""
+    alert: dict[str, Any] = {
+        "labels": labels(n),
+        "annotations": annotations(n),
+        "startsAt": iso(n.started_at),
+    }
+    if n.event == "resolved":
+        alert["endsAt"] = iso(n.resolved_at if n.resolved_at is not None else n.created_at)
+    return [alert]
+
+
+def alerts_url(base: str) -> str:
+    """`{url}/api/v2/alerts`, keeping a path prefix (Alertmanager behind `--web.route-prefix`)
+    and any query string of the configured URL."""
+    parts = urlsplit(base)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + API_PATH, fragment=""))
 
 
 class AlertmanagerNotifier(Notifier):
     type = "alertmanager"
     config_model = AlertmanagerConfig
+    config: AlertmanagerConfig
 
     async def send(self, notification: Notification) -> Delivery:
-        raise NotImplementedError
+        # Answers: 200 accepted, 400 a rejected alert (permanent), 5xx retry: classify_http.
+        if notification.event == "acknowledged":
+            return Sent()  # no counterpart: Alertmanager's own acknowledgement is a silence
+        return await self.post_json(alerts_url(self.config.url), build_alerts(notification))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import functools
 import logging
+import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -188,6 +190,20 @@ def _short(text: str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+def require_http_url(value: str) -> str:
+    """For config validators: an http(s) URL with a host; the message never echoes the value
+    (its userinfo or query may be a secret)."""
+    try:
+        parts = urlsplit(value)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 -- raises ValueError for a port out of range
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError("invalid URL: expected http://host/... or https://host/...")
+    return value
+
+
 # ---------------------------------------------------------------- secrets
 
 _MIN_SECRET_LEN = 3  # shorter fragments ("/", "a") would blank out unrelated text
@@ -201,12 +217,15 @@ def secret_fragments(value: str, *, whole: bool) -> set[str]:
     try:
         parts = urlsplit(value)
     except ValueError:
-        return {value}
+        return {value} if whole and len(value) >= _MIN_SECRET_LEN else set()
     if parts.scheme and parts.netloc:
         if parts.username:
             found.update({parts.username, unquote(parts.username)})
         if parts.password:
             found.update({parts.password, unquote(parts.password)})
+            # aiohttp turns URL userinfo into Basic auth: an echoed header would show this.
+            basic = f"{unquote(parts.username or '')}:{unquote(parts.password)}"
+            found.add(base64.b64encode(basic.encode()).decode())
         if parts.query:
             found.update({parts.query, unquote(parts.query)})
         if whole and len(parts.path) > 1:
@@ -284,7 +303,8 @@ class Notifier(ABC):
         """
         try:
             async with self.http.post(url, json=payload, headers=headers) as resp:
-                body = await resp.text(errors="replace")
+                # Redact before classify_http shortens the body: a secret cut in two would not match.
+                body = redact(await resp.text(errors="replace"), self.secrets)
                 delivery = classify_http(resp.status, body, resp.headers.get("Retry-After"))
         except aiohttp.ClientConnectorError as exc:
             delivery = Retry(f"connect: {exc.os_error.strerror or type(exc.os_error).__name__}")
@@ -303,9 +323,11 @@ async def deliver(notifier: Notifier, notification: Notification) -> Delivery:
     except TimeoutError:
         return Retry(f"timeout after {format_duration(timeout_s)}")
     except Exception as exc:
-        # No traceback: an exception's message may quote a URL or header, i.e. a secret.
+        # The traceback is redacted: an exception's message may quote a URL or header (a secret).
+        trace = "".join(traceback.format_exception(exc))
         log.error(
-            "notifier raised",
-            extra={"notifier": notifier.name, "reason": redact(repr(exc), notifier.secrets)},
+            "notifier raised\n%s",
+            redact(trace, notifier.secrets),
+            extra={"notifier": notifier.name, "reason": type(exc).__name__},
         )
         return Retry(f"internal error: {type(exc).__name__}")

@@ -1,22 +1,63 @@
-"""Generic JSON webhook notifier."""
+"""Generic JSON webhook notifier: one POST per notification, a versioned body (SPEC section 5)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from alerts.notifiers.base import Delivery, Notification, Notifier, NotifierConfig
+from pydantic import Field, field_validator
+
+from alerts.notifiers.base import Delivery, Notification, Notifier, NotifierConfig, iso, require_http_url
 from monitor.models import MaskedUrl, Secret
+
+VERSION = "1"
 
 
 class WebhookConfig(NotifierConfig):
     type: Literal["webhook"]
-    url: MaskedUrl
+    url: MaskedUrl = Field(repr=False)  # repr would show its userinfo and query
     headers: dict[str, Secret] = {}
+
+    _url = field_validator("url")(require_http_url)
+
+
+def alert_body(n: Notification) -> dict[str, Any]:
+    """The `alert` object, shaped as an alert of `GET /api/v1/alerts`."""
+    return {
+        "id": n.alert_id,
+        "check": n.check,
+        "metric": n.metric,
+        "severity": n.severity,
+        "value": n.value,
+        "threshold": n.threshold,
+        "started_at": iso(n.started_at),
+        "resolved_at": iso(n.resolved_at),
+        "reason": n.reason,
+        "labels": dict(n.labels),
+        "runbook": n.runbook,
+    }
+
+
+def build_body(n: Notification) -> dict[str, Any]:
+    """`status` is "resolved" for a resolve, else "firing" (an acknowledged or flapping alert
+    still fires; a test reads as a firing alert); `event` says which notification this is.
+    `summary`, `acknowledged_by` and `note` are always there (null when they do not apply), so
+    that receivers can rely on one shape."""
+    return {
+        "version": VERSION,
+        "status": "resolved" if n.event == "resolved" else "firing",
+        "event": n.event,
+        "summary": n.summary,
+        "acknowledged_by": n.acknowledged_by,
+        "note": n.note,
+        "alert": alert_body(n),
+    }
 
 
 class WebhookNotifier(Notifier):
     type = "webhook"
     config_model = WebhookConfig
+    config: WebhookConfig
 
     async def send(self, notification: Notification) -> Delivery:
-        raise NotImplementedError
+        headers = {key: value.get_secret_value() for key, value in self.config.headers.items()}
+        return await self.post_json(self.config.url, build_body(notification), headers)

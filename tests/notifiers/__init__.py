@@ -1,0 +1,1 @@
+"""Notifier tests: payloads, status -> outcome tables, real loopback receivers."""
