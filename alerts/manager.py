@@ -18,7 +18,7 @@ from alerts.outbox import Outbox
 from alerts.windows import Silence, in_business_hours, in_maintenance
 from monitor.clock import Clock
 from monitor.models import RowEvaluation, RowState, format_duration
-from monitor.store import Store
+from monitor.store import AlertRecord, Store
 
 log = logging.getLogger("alerts")
 
@@ -153,6 +153,7 @@ class AlertManager:
         self._last_seen: dict[str, float] = {}  # check -> time of its latest evaluation
         self._changes: dict[str, list[float]] = {}  # alert id -> recent state change times
         self._flapping: set[str] = set()  # alert ids flapping now (one notice each)
+        self._outgoing: list[tuple[str, Notification]] = []  # decided, stored with the next _save
 
     # ------------------------------------------------------------ state
 
@@ -178,7 +179,10 @@ class AlertManager:
         return counts
 
     async def _save(self, alert: Alert, active: bool = True) -> None:
-        await self.store.save_alert(alert.key, alert.id, active, self.clock.now(), alert.to_doc())
+        """Persist the alert together with the notifications decided since its last save."""
+        outgoing, self._outgoing = self._outgoing, []
+        record = AlertRecord(alert.key, alert.id, active, self.clock.now(), alert.to_doc())
+        await self.outbox.commit(record, outgoing)
 
     # ------------------------------------------------------------ input
 
@@ -353,7 +357,7 @@ class AlertManager:
             self._flapping.add(alert.id)
             policy = self.policy.alerts.flapping
             note = f"more than {policy.changes} state changes in {format_duration(policy.window)}"
-            await self._send(alert, self._routes(alert), "flapping", now, note=note)
+            self._send(alert, self._routes(alert), "flapping", now, note=note)
             log.warning("alert flapping", extra={"alert": alert.id, "check": alert.check})
         elif not flapping:
             self._flapping.discard(alert.id)
@@ -366,11 +370,11 @@ class AlertManager:
         if alert.state == FIRING and suppressed is None and not self._awaiting_dependencies(alert):
             changed |= await self._notify_firing(alert, now)
         elif alert.state == RESOLVED:
-            await self._notify_resolved(alert, now)
+            self._notify_resolved(alert, now)
             self.active.pop(alert.id, None)
             await self._save(alert, active=False)
             return
-        if changed and alert.state != PENDING:
+        if (changed and alert.state != PENDING) or self._outgoing:
             await self._save(alert)
 
     async def _notify_firing(self, alert: Alert, now: float) -> bool:
@@ -393,7 +397,7 @@ class AlertManager:
             if due and not new:  # a repeat or a release: not onto one still undelivered
                 due = [n for n in due if not self.outbox.queued(n, alert.id, "firing")]
             if due:
-                await self._send(alert, [(key, route)], "firing", now, only=due)
+                self._send(alert, [(key, route)], "firing", now, only=due)
                 progress.first_at = progress.first_at if progress.first_at is not None else now
                 progress.last_at = now
                 changed = True
@@ -401,7 +405,7 @@ class AlertManager:
                 for step in route.escalate[progress.escalated :]:
                     if now - progress.first_at < step.after:
                         break
-                    await self._send(alert, [(key, route)], "firing", now, only=list(step.notify))
+                    self._send(alert, [(key, route)], "firing", now, only=list(step.notify))
                     progress.escalated += 1
                     changed = True
         if new:
@@ -415,7 +419,7 @@ class AlertManager:
             return False
         return now - progress.last_at >= route.repeat
 
-    async def _notify_resolved(self, alert: Alert, now: float) -> None:
+    def _notify_resolved(self, alert: Alert, now: float) -> None:
         if alert.resolve_sent:
             return
         targets: list[str] = []
@@ -424,8 +428,7 @@ class AlertManager:
             if route is None or route.send_resolved:
                 targets += [n for n in progress.notifiers if n not in targets]
         alert.resolve_sent = True
-        for name in targets:
-            await self.outbox.enqueue(name, alert.notification("resolved", now))
+        self._outgoing += [(name, alert.notification("resolved", now)) for name in targets]
         if targets:
             log.info("alert resolved", extra={"alert": alert.id, "check": alert.check})
 
@@ -433,7 +436,7 @@ class AlertManager:
         i = int(key)
         return self.policy.routes[i] if i < len(self.policy.routes) else None
 
-    async def _send(
+    def _send(
         self,
         alert: Alert,
         routes: list[tuple[str, RouteConfig]],
@@ -449,7 +452,7 @@ class AlertManager:
                 if name in sent or name not in self.outbox.notifiers:
                     continue
                 sent.add(name)
-                await self.outbox.enqueue(name, alert.notification(event, now, note))
+                self._outgoing.append((name, alert.notification(event, now, note)))
                 if event == "firing" and name not in progress.notifiers:
                     progress.notifiers.append(name)
 
@@ -465,8 +468,9 @@ class AlertManager:
         now = self.clock.now()
         alert.acknowledged, alert.acknowledged_by, alert.ack_comment = True, by, comment
         notified = {n for p in alert.progress.values() for n in p.notifiers}
-        for name in sorted(notified):
-            await self.outbox.enqueue(name, alert.notification("acknowledged", now, comment))
+        self._outgoing += [
+            (name, alert.notification("acknowledged", now, comment)) for name in sorted(notified)
+        ]
         await self._save(alert)
         log.info("alert acknowledged", extra={"alert": aid, "check": alert.check})
         return alert

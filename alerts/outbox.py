@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from alerts.notifiers.base import Delivery, Failed, Notification, Notifier, Retry, Sent, deliver
 from monitor.clock import Clock
-from monitor.store import OutboxItem, Store
+from monitor.store import AlertRecord, OutboxItem, Store
 
 log = logging.getLogger("alerts.outbox")
 
@@ -29,7 +29,7 @@ def backoff_s(attempts: int, jitter: float = 1.0) -> float:
 
 
 class Outbox:
-    """The durable queue and its workers. `enqueue` returns once the notification is stored."""
+    """The durable queue and its workers. `commit` returns once the notifications are stored."""
 
     def __init__(
         self,
@@ -70,10 +70,13 @@ class Outbox:
                 await self.store.finish(item, "failed")
                 log.error("undeliverable: notifier removed", extra={"notifier": item.notifier})
 
-    async def enqueue(self, notifier: str, notification: Notification) -> None:
-        item = await self.store.enqueue(notifier, notification.to_json(), self.clock.now())
-        self._queues[notifier].append(item)
-        self._wake[notifier].set()
+    async def commit(self, alert: AlertRecord | None, outgoing: list[tuple[str, Notification]]) -> None:
+        """Store the alert's state and its notifications in one transaction, then wake the workers:
+        nothing is sent before it is stored."""
+        payloads = [(name, n.to_json()) for name, n in outgoing if name in self._queues]
+        for item in await self.store.commit(alert, payloads, self.clock.now()):
+            self._queues[item.notifier].append(item)
+            self._wake[item.notifier].set()
 
     def start(self) -> None:
         for name in self.notifiers:

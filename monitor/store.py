@@ -29,6 +29,20 @@ class OutboxItem:
     last_error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """An alert document as the store keeps it; `key` names one episode of one alert."""
+
+    key: str
+    alert_id: str
+    active: bool
+    updated_at: float
+    doc: dict[str, Any]
+
+
+Outgoing = list[tuple[str, dict[str, Any]]]  # (notifier, notification payload)
+
+
 class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -36,11 +50,12 @@ class Store(Protocol):
         """True when the store answers; `/readyz` depends on it."""
         ...
 
-    async def save_alert(
-        self, key: str, alert_id: str, active: bool, updated_at: float, doc: dict[str, Any]
-    ) -> None: ...
+    async def commit(self, alert: AlertRecord | None, outgoing: Outgoing, now: float) -> list[OutboxItem]:
+        """One transaction: the alert's new state and the notifications it decided on. A crash
+        can then neither lose a page (state saved, notification not) nor repeat one (the reverse)."""
+        ...
+
     async def load_alerts(self, active: bool, since: float = 0.0) -> list[dict[str, Any]]: ...
-    async def enqueue(self, notifier: str, payload: dict[str, Any], now: float) -> OutboxItem: ...
     async def pending(self) -> list[OutboxItem]: ...
     async def reschedule(self, item: OutboxItem) -> None: ...
     async def finish(self, item: OutboxItem, status: str) -> None: ...
@@ -67,10 +82,16 @@ class MemoryStore:
     async def ping(self) -> bool:
         return True
 
-    async def save_alert(
-        self, key: str, alert_id: str, active: bool, updated_at: float, doc: dict[str, Any]
-    ) -> None:
-        self._alerts[key] = (active, updated_at, json.loads(json.dumps(doc)))
+    async def commit(self, alert: AlertRecord | None, outgoing: Outgoing, now: float) -> list[OutboxItem]:
+        if alert is not None:
+            self._alerts[alert.key] = (alert.active, alert.updated_at, json.loads(json.dumps(alert.doc)))
+        items = []
+        for notifier, payload in outgoing:
+            item = OutboxItem(self._next_id, notifier, payload, now, now)
+            self._outbox[item.id] = item
+            self._next_id += 1
+            items.append(item)
+        return items
 
     async def load_alerts(self, active: bool, since: float = 0.0) -> list[dict[str, Any]]:
         return [
@@ -78,12 +99,6 @@ class MemoryStore:
             for is_active, updated, doc in self._alerts.values()
             if is_active == active and updated >= since
         ]
-
-    async def enqueue(self, notifier: str, payload: dict[str, Any], now: float) -> OutboxItem:
-        item = OutboxItem(self._next_id, notifier, payload, now, now)
-        self._outbox[item.id] = item
-        self._next_id += 1
-        return item
 
     async def pending(self) -> list[OutboxItem]:
         return sorted(self._outbox.values(), key=lambda i: i.id)
@@ -156,16 +171,29 @@ class SqliteStore:
             return False
         return True
 
-    async def save_alert(
-        self, key: str, alert_id: str, active: bool, updated_at: float, doc: dict[str, Any]
-    ) -> None:
-        await self.db.execute(
-            "insert into alerts (key, alert_id, active, updated_at, doc) values (?, ?, ?, ?, ?) "
-            "on conflict(key) do update set active = excluded.active, "
-            "updated_at = excluded.updated_at, doc = excluded.doc",
-            (key, alert_id, int(active), updated_at, json.dumps(doc)),
-        )
-        await self.db.commit()
+    async def commit(self, alert: AlertRecord | None, outgoing: Outgoing, now: float) -> list[OutboxItem]:
+        db = self.db
+        items = []
+        try:
+            if alert is not None:
+                await db.execute(
+                    "insert into alerts (key, alert_id, active, updated_at, doc) values (?, ?, ?, ?, ?) "
+                    "on conflict(key) do update set active = excluded.active, "
+                    "updated_at = excluded.updated_at, doc = excluded.doc",
+                    (alert.key, alert.alert_id, int(alert.active), alert.updated_at, json.dumps(alert.doc)),
+                )
+            for notifier, payload in outgoing:
+                cursor = await db.execute(
+                    "insert into outbox (notifier, payload, created_at, next_at) values (?, ?, ?, ?)",
+                    (notifier, json.dumps(payload), now, now),
+                )
+                assert cursor.lastrowid is not None
+                items.append(OutboxItem(cursor.lastrowid, notifier, payload, now, now))
+            await db.commit()
+        except BaseException:
+            await db.rollback()
+            raise
+        return items
 
     async def load_alerts(self, active: bool, since: float = 0.0) -> list[dict[str, Any]]:
         async with self.db.execute(
@@ -173,15 +201,6 @@ class SqliteStore:
             (int(active), since),
         ) as cursor:
             return [json.loads(row[0]) for row in await cursor.fetchall()]
-
-    async def enqueue(self, notifier: str, payload: dict[str, Any], now: float) -> OutboxItem:
-        cursor = await self.db.execute(
-            "insert into outbox (notifier, payload, created_at, next_at) values (?, ?, ?, ?)",
-            (notifier, json.dumps(payload), now, now),
-        )
-        await self.db.commit()
-        assert cursor.lastrowid is not None
-        return OutboxItem(cursor.lastrowid, notifier, payload, now, now)
 
     async def pending(self) -> list[OutboxItem]:
         async with self.db.execute(
@@ -271,19 +290,30 @@ class PostgresStore:
             return False
         return True
 
-    async def save_alert(
-        self, key: str, alert_id: str, active: bool, updated_at: float, doc: dict[str, Any]
-    ) -> None:
-        await self.pool.execute(
-            "insert into monitor_alerts (key, alert_id, active, updated_at, doc) values ($1, $2, $3, $4, $5) "
-            "on conflict (key) do update set active = excluded.active, "
-            "updated_at = excluded.updated_at, doc = excluded.doc",
-            key,
-            alert_id,
-            active,
-            updated_at,
-            json.dumps(doc),
-        )
+    async def commit(self, alert: AlertRecord | None, outgoing: Outgoing, now: float) -> list[OutboxItem]:
+        items = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            if alert is not None:
+                await conn.execute(
+                    "insert into monitor_alerts (key, alert_id, active, updated_at, doc) "
+                    "values ($1, $2, $3, $4, $5) on conflict (key) do update set active = excluded.active, "
+                    "updated_at = excluded.updated_at, doc = excluded.doc",
+                    alert.key,
+                    alert.alert_id,
+                    alert.active,
+                    alert.updated_at,
+                    json.dumps(alert.doc),
+                )
+            for notifier, payload in outgoing:
+                item_id = await conn.fetchval(
+                    "insert into monitor_outbox (notifier, payload, created_at, next_at) "
+                    "values ($1, $2, $3, $3) returning id",
+                    notifier,
+                    json.dumps(payload),
+                    now,
+                )
+                items.append(OutboxItem(item_id, notifier, payload, now, now))
+        return items
 
     async def load_alerts(self, active: bool, since: float = 0.0) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(
@@ -292,16 +322,6 @@ class PostgresStore:
             since,
         )
         return [json.loads(r[0]) for r in rows]
-
-    async def enqueue(self, notifier: str, payload: dict[str, Any], now: float) -> OutboxItem:
-        item_id = await self.pool.fetchval(
-            "insert into monitor_outbox (notifier, payload, created_at, next_at) values ($1, $2, $3, $3) "
-            "returning id",
-            notifier,
-            json.dumps(payload),
-            now,
-        )
-        return OutboxItem(item_id, notifier, payload, now, now)
 
     async def pending(self) -> list[OutboxItem]:
         rows = await self.pool.fetch(

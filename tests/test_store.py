@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from monitor.store import MemoryStore, PostgresStore, SqliteStore, Store
+from monitor.store import AlertRecord, MemoryStore, PostgresStore, SqliteStore, Store
 from tests.fakes.postgres import PostgresCluster
 
 
@@ -39,12 +39,12 @@ async def make(
 async def test_outbox_alerts_silences_survive_reopen(make: Callable[[], Store]) -> None:
     store = make()
     await store.open()
-    first = await store.enqueue("oncall", {"event": "firing", "alert_id": "a1"}, 100.0)
-    second = await store.enqueue("oncall", {"event": "resolved", "alert_id": "a1"}, 101.0)
+    alert = AlertRecord("a1:1", "a1", True, 100.0, {"id": "a1", "state": "firing"})
+    [first] = await store.commit(alert, [("oncall", {"event": "firing", "alert_id": "a1"})], 100.0)
+    [second] = await store.commit(None, [("oncall", {"event": "resolved", "alert_id": "a1"})], 101.0)
     first.attempts, first.next_at, first.last_error = 2, 130.0, "HTTP 500"
     await store.reschedule(first)
-    await store.save_alert("a1:1", "a1", True, 100.0, {"id": "a1", "state": "firing"})
-    await store.save_alert("a2:1", "a2", False, 90.0, {"id": "a2", "state": "resolved"})
+    await store.commit(AlertRecord("a2:1", "a2", False, 90.0, {"id": "a2", "state": "resolved"}), [], 90.0)
     await store.save_silence("s1", {"id": "s1", "checks": ["web*"], "start": 1.0, "end": 2.0, "comment": ""})
     assert await store.ping()
     await store.close()
