@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import functools
-import importlib
-from importlib.metadata import entry_points
 
 from checks.base import Check, CheckConfig, CheckDeps
+from monitor.plugins import load_types
 
 __all__ = ["BUILTIN", "Check", "CheckConfig", "CheckDeps", "check_types"]
 
@@ -18,16 +17,7 @@ BUILTIN = {
 }
 
 
-def _load(spec: str) -> type[Check]:
-    module, _, attr = spec.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 @functools.cache
 def check_types() -> dict[str, type[Check]]:
-    """Every known check type by its `type` name; a built-in name cannot be taken by a plugin."""
-    types = {name: _load(spec) for name, spec in BUILTIN.items()}
-    for ep in entry_points(group="monitor.checks"):
-        if ep.name not in types:
-            types[ep.name] = ep.load()
-    return types
+    """Every known check type by its `type` name."""
+    return load_types(BUILTIN, "monitor.checks")

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import functools
-import importlib
-from importlib.metadata import entry_points
 
 from alerts.notifiers.base import Notifier, NotifierConfig
+from monitor.plugins import load_types
 
 BUILTIN = {
     "pagerduty": "alerts.notifiers.pagerduty:PagerDutyNotifier",
@@ -17,20 +16,11 @@ BUILTIN = {
 }
 
 
-def _load(spec: str) -> type[Notifier]:
-    module, _, attr = spec.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 @functools.cache
 def notifier_types() -> dict[str, type[Notifier]]:
     """Every known notifier class by its `type`; a plugin's entry point names its Notifier
-    subclass, whose `config_model` validates its table. Built-in names cannot be taken."""
-    types = {name: _load(spec) for name, spec in BUILTIN.items()}
-    for ep in entry_points(group="monitor.notifiers"):
-        if ep.name not in types:
-            types[ep.name] = ep.load()
-    return types
+    subclass, whose `config_model` validates its table."""
+    return load_types(BUILTIN, "monitor.notifiers")
 
 
 def notifier_config_models() -> dict[str, type[NotifierConfig]]:
