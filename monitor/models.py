@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, SecretStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SecretStr
 
 MASK = "***"
 
@@ -170,7 +170,7 @@ def mask_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
-MaskedUrl = Annotated[str, PlainSerializer(mask_url, return_type=str)]
+MaskedUrl = Annotated[str, PlainSerializer(mask_url, return_type=str), Field(repr=False)]
 """A URL shown with its userinfo and query string masked in every dump."""
 
 

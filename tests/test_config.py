@@ -300,3 +300,12 @@ def test_schema_lists_every_check_and_notifier_type(capsys: pytest.CaptureFixtur
 )
 def test_mask_url(url: str, shown: str) -> None:
     assert mask_url(url) == shown
+
+
+def test_repr_never_shows_url_credentials() -> None:
+    text = '[monitor]\nstate = "postgresql://u:state-secret@h/db"\n' + BASE.replace(
+        "http://127.0.0.1:8080/health", "http://u:pw-secret@127.0.0.1:8080/health?token=q-secret"
+    )
+    shown = repr(parse_config(text, {}))
+    for secret in ("state-secret", "pw-secret", "q-secret"):
+        assert secret not in shown
