@@ -7,7 +7,6 @@ import functools
 import hashlib
 import logging
 import secrets
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -43,7 +42,7 @@ class CheckInfo:
     depends_on: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AlertPolicy:
     """The alerting part of the config, as the daemon hands it over."""
 
@@ -54,8 +53,16 @@ class AlertPolicy:
     timezone: ZoneInfo
     alerts: AlertsConfig
 
+    @functools.cached_property
+    def _dependents(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for c in self.checks.values():
+            for dep in c.depends_on:
+                found.setdefault(dep, []).append(c.name)
+        return found
+
     def dependents(self, check: str) -> list[str]:
-        return [c.name for c in self.checks.values() if check in c.depends_on]
+        return self._dependents.get(check, [])
 
 
 @dataclass(slots=True)
@@ -141,14 +148,13 @@ class AlertManager:
         store: Store,
         outbox: Outbox,
         clock: Clock,
-        on_change: Callable[[AlertManager], None] = lambda manager: None,
     ) -> None:
         self.policy = policy
         self.store = store
         self.outbox = outbox
         self.clock = clock
-        self._on_change = on_change
         self.active: dict[str, Alert] = {}  # pending and firing, by id
+        self._by_check: dict[str, set[str]] = {}  # check -> ids of its active alerts
         self.silences: dict[str, Silence] = {}
         self._last_seen: dict[str, float] = {}  # check -> time of its latest evaluation
         self._changes: dict[str, list[float]] = {}  # alert id -> recent state change times
@@ -161,11 +167,25 @@ class AlertManager:
         """Continue where the previous process stopped: active alerts, acks, silences."""
         for doc in await self.store.load_alerts(active=True):
             alert = Alert.from_doc(doc)
-            self.active[alert.id] = alert
+            self._track(alert)
         for doc in await self.store.load_silences():
             silence = Silence(**{**doc, "checks": tuple(doc["checks"])})
             self.silences[silence.id] = silence
-        self._on_change(self)
+
+    def _track(self, alert: Alert) -> None:
+        self.active[alert.id] = alert
+        self._by_check.setdefault(alert.check, set()).add(alert.id)
+
+    def _untrack(self, alert: Alert) -> None:
+        self.active.pop(alert.id, None)
+        ids = self._by_check.get(alert.check)
+        if ids is not None:
+            ids.discard(alert.id)
+            if not ids:
+                del self._by_check[alert.check]
+
+    def alerts_of(self, check: str) -> list[Alert]:
+        return [self.active[i] for i in self._by_check.get(check, ())]
 
     def row_states(self) -> dict[tuple[str, str], Alert]:
         """Active alerts by (check, metric), to seed evaluation after a restart."""
@@ -201,9 +221,8 @@ class AlertManager:
             touched |= await self._observe_row(info, row, reason, now)
         if touched:  # this check's alerts, and the suppression of its dependents', may change
             for name in (check, *self.policy.dependents(check)):
-                for alert in [a for a in self.active.values() if a.check == name]:
+                for alert in self.alerts_of(name):
                     await self._settle(alert, now)
-            self._on_change(self)
 
     async def _observe_row(self, info: CheckInfo, row: RowEvaluation, reason: str | None, now: float) -> bool:
         aid = alert_id(info.name, row.metric)
@@ -230,7 +249,7 @@ class AlertManager:
             )
             alert.sticky = self._outage_reason(info, row.metric)
             alert.flapping = aid in self._flapping
-            self.active[aid] = alert
+            self._track(alert)
             self._count_change(aid, now)
         alert.value, alert.reason = row.value, reason
         before = (alert.state, alert.severity)
@@ -244,7 +263,7 @@ class AlertManager:
                 alert.severity = row.level.name.lower()
                 alert.threshold = row.threshold
         elif alert.state == PENDING:
-            del self.active[aid]  # never fired: nothing to tell anyone
+            self._untrack(alert)  # never fired: nothing to tell anyone
             self._count_change(aid, now)
             return True
         else:
@@ -294,7 +313,6 @@ class AlertManager:
         for silence in [s for s in self.silences.values() if s.end <= now]:
             del self.silences[silence.id]
             await self.store.delete_silence(silence.id)
-        self._on_change(self)
 
     # ------------------------------------------------------------ deciding
 
@@ -371,7 +389,7 @@ class AlertManager:
             changed |= await self._notify_firing(alert, now)
         elif alert.state == RESOLVED:
             self._notify_resolved(alert, now)
-            self.active.pop(alert.id, None)
+            self._untrack(alert)
             await self._save(alert, active=False)
             return
         if (changed and alert.state != PENDING) or self._outgoing:

@@ -266,21 +266,17 @@ class Daemon:
         self._session = new_http_session()
         self.runtimes = build_runtimes(self.config, CheckDeps(http=self._session))
         self.outbox = self._new_outbox(self.config)
-        self.alerts = AlertManager(
-            alert_policy(self.config, self.runtimes),
-            self.store,
-            self.outbox,
-            self.clock,
-            self._alerts_changed,
-        )
+        policy = alert_policy(self.config, self.runtimes)
+        self.alerts = AlertManager(policy, self.store, self.outbox, self.clock)
+        self._export_alert_gauges()
         await self.outbox.load()
         await self.alerts.load()
         self._seed_evaluators()
         self.outbox.start()
         self._ticker = asyncio.create_task(self._tick_forever(), name="alerts-tick")
-        self.scheduler.start()
-        for name, rt in self.runtimes.items():
+        for name, rt in self.runtimes.items():  # added before start: one wake-up, not one per job
             self.scheduler.add(name, rt.check.config.interval)
+        self.scheduler.start()
         self._web = web.AppRunner(
             build_app(self), access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
@@ -456,14 +452,16 @@ class Daemon:
 
     def _notified(self, notifier: str, outcome: str) -> None:
         self.metrics.notifications.labels(notifier, outcome).inc()
-        if self.outbox is not None:
-            self.metrics.outbox_pending.set(self.outbox.pending)
 
-    def _alerts_changed(self, manager: AlertManager) -> None:
-        for severity, count in manager.firing_counts().items():
-            self.metrics.alerts_firing.labels(severity).set(count)
-        if self.outbox is not None:
-            self.metrics.outbox_pending.set(self.outbox.pending)
+    def _export_alert_gauges(self) -> None:
+        """Computed when scraped, not kept up to date on every run."""
+        for severity in ("warning", "critical"):
+            child = self.metrics.alerts_firing.labels(severity)
+            child.set_function(lambda severity=severity: self._firing(severity))
+        self.metrics.outbox_pending.set_function(lambda: self.outbox.pending if self.outbox else 0)
+
+    def _firing(self, severity: str) -> int:
+        return self.alerts.firing_counts()[severity] if self.alerts is not None else 0
 
     # ------------------------------------------------------------ API source
 
