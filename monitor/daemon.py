@@ -245,6 +245,7 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.metrics = Metrics(registry)
         self.registry = self.metrics.registry
+        self.metrics_text = self.metrics.render
         self.store: Store = make_store(config.monitor.state)
         self.runtimes: dict[str, CheckRuntime] = {}
         self.scheduler = Scheduler(self._run, self.metrics.scheduler_lag.observe, self._skipped)
@@ -369,11 +370,7 @@ class Daemon:
                 continue
             if kept is None:
                 self.scheduler.remove(name)
-                self.metrics.forget_check(
-                    name,
-                    rt.check.type,
-                    list(rt.evaluator.statuses) + list(rt.last.all_samples() if rt.last else []),
-                )
+                self.metrics.forget_check(name)
         for name, rt in fresh.items():
             if self.runtimes.get(name) is not rt:
                 self.scheduler.add(name, rt.check.config.interval)
@@ -414,20 +411,20 @@ class Daemon:
         series = rt.series
         if series is None:
             series = rt.series = self.metrics.series(check.name, check.type)
-        series.up.set(1 if result.up else 0)
-        series.duration.observe(result.latency_ms / 1000)
-        series.runs(result.outcome).inc()
-        series.value("up").set(1 if result.up else 0)
-        series.value("latency_ms").set(result.latency_ms)
-        for metric, value in result.samples.items():
-            series.value(metric).set(value)
+        up = 1.0 if result.up else 0.0
+        series.up = up
+        series.observe(result.latency_ms / 1000)
+        series.count_run(result.outcome)
+        values = series.values
+        values["up"] = up
+        values["latency_ms"] = result.latency_ms
+        values.update(result.samples)
         evaluated = rt.evaluator.observe(result, now)
-        for metric, value in rt.evaluator.derived.items():
-            series.value(metric).set(value)
+        values.update(rt.evaluator.derived)
         breaching = False
         for status in evaluated:
             firing = status.state is RowState.WARNING or status.state is RowState.CRITICAL
-            series.state(status.row.metric).set(int(status.level) if firing else 0)
+            series.states[status.row.metric] = float(status.level) if firing else 0.0
             breaching = breaching or status.state is not RowState.OK
         if was_up is not result.up:
             if result.up:
@@ -447,7 +444,7 @@ class Daemon:
         if rt is not None:
             if rt.series is None:
                 rt.series = self.metrics.series(name, rt.check.type)
-            rt.series.runs("skipped").inc()
+            rt.series.count_run("skipped")
             log.debug("run skipped: previous run still going", extra={"check": name})
 
     def _notified(self, notifier: str, outcome: str) -> None:

@@ -105,7 +105,7 @@ async def test_metrics_names_are_the_spec_names(daemon: Daemon) -> None:
     for name in SPEC_METRICS:
         assert f"# TYPE {name.removesuffix('_total')}" in text, name
     assert 'monitor_check_up{check="collab-tcp",type="tcp"} 1.0' in text
-    assert 'monitor_check_runs_total{check="collab-tcp",result="success",type="tcp"}' in text
+    assert 'monitor_check_runs_total{check="collab-tcp",type="tcp",result="success"} ' in text
     assert 'monitor_check_value{check="collab-tcp",metric="connect_ms"}' in text
     assert "api-secret-token" not in text
 
