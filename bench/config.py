@@ -29,6 +29,7 @@ class Targets:
     tcp_port: int
     ws_url: str
     flip_url: str  # nginx /flip/ (append the trial number)
+    status_url: str = ""  # nginx stub_status: requests served, counted outside the measured process
 
 
 def split_mix(checks: int, mix: dict[str, float]) -> dict[str, int]:
@@ -102,7 +103,7 @@ def detection_config(
     its `up` row critical after `trigger_after` failed runs, paged to the loopback receiver."""
     out = [_header(listen, state_db, "info")]
     out.append(
-        f"\n[thresholds.up]\ncritical = 1\ndirection = \"below\"\ntrigger_after = {trigger_after}\n"
+        f'\n[thresholds.up]\ncritical = 1\ndirection = "below"\ntrigger_after = {trigger_after}\n'
         '\n[alerts]\nflapping = { changes = 1000, window = "30m" }\n'
         '\n[notifiers.bench-pagerduty]\ntype = "pagerduty"\nrouting_key = "bench-routing-key"\n'
         f"url = {_toml(pagerduty_url)}\n"

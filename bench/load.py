@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
@@ -25,7 +25,7 @@ import aiohttp
 RUN_TIMEOUT_S = 5.0
 # More runs in flight than this means the process cannot keep up: further starts are dropped.
 MAX_IN_FLIGHT = 4096
-# How often the dispatch loop wakes to start the runs that fell due.
+# The shortest sleep of the dispatch loop between starting the runs that fell due.
 TICK_S = 0.005
 _BLACKBOX_MODULES = {"http": "http_health", "tcp": "tcp_connect", "websocket": "ws_handshake"}
 
@@ -92,6 +92,8 @@ def _blackbox_runs(
         module = _BLACKBOX_MODULES[kind]
 
         async def run(target: str) -> bool:
+            if kind == "websocket":  # the tcp prober does the handshake: it takes host:port
+                target = urlsplit(target).netloc
             query = urlencode({"module": module, "target": target})
             async with session.get(f"{blackbox_url}/probe?{query}") as response:
                 body = await response.read()
@@ -136,7 +138,8 @@ async def _dispatch(
             task = asyncio.create_task(_one(counters, runs[kind], target))
             counters.in_flight.add(task)
             task.add_done_callback(counters.in_flight.discard)
-        await asyncio.sleep(TICK_S)
+        # Sleep until the next run falls due, at least one tick (a few runs start together at a high rate).
+        await asyncio.sleep(max(TICK_S, start + (done + 1) / rate - time.monotonic()))
 
 
 async def _control(counters: Counters, stop: asyncio.Event) -> None:
@@ -160,10 +163,7 @@ async def main_async(args: argparse.Namespace) -> None:
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=None), trust_env=False
     ) as session:
-        if args.mode == "floor":
-            runs = _floor_runs(session)
-        else:
-            runs = _blackbox_runs(session, args.blackbox_url)
+        runs = _floor_runs(session) if args.mode == "floor" else _blackbox_runs(session, args.blackbox_url)
         stop = asyncio.Event()
         dispatch = asyncio.create_task(_dispatch(counters, _items(args), runs, args.interval))
         control = asyncio.create_task(_control(counters, stop))

@@ -1,0 +1,99 @@
+"""`bench/run --quick` runs end to end and writes a complete result (no speed is asserted)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_TIMEOUT_S = 120
+
+ENGINE_NUMBERS = (
+    "scheduled_per_s",
+    "completed_per_s",
+    "completed_pct",
+    "window_s",
+    "cpu_s",
+    "cpu_pct_of_core",
+    "cpu_us_per_check",
+    "rss_mb",
+    "rss_peak_mb",
+    "rss_mb_per_1000_checks",
+)
+DAEMON_NUMBERS = (
+    "lag_p50_ms",
+    "lag_p99_ms",
+    "on_time_pct",
+    "started_per_s",
+    "metrics_scrape_s",
+    "rss_marginal_mb_per_1000_checks",
+)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "quick.json"
+    proc = subprocess.run(
+        [str(REPO / "bench" / "run"), "--quick", "--out", str(out), "--workdir", str(tmp / "work")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return json.loads(out.read_text(encoding="utf-8")), proc.stdout
+
+
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)
+def test_quick_run_writes_every_engine(quick: tuple[dict[str, Any], str]) -> None:
+    result, _ = quick
+    assert result["config"]["quick"] is True
+    assert result["config"]["checks"] == 200
+    assert set(result["engines"]) >= {"daemon", "blackbox", "floor_uvloop"}
+    for name, engine in result["engines"].items():
+        for key in ENGINE_NUMBERS:
+            assert _is_number(engine[key]), (name, key, engine[key])
+        assert engine["completed_per_s"] > 0, name
+        assert engine["cpu_s"] > 0, name
+        assert isinstance(engine["sustained"], bool), name
+    daemon = result["engines"]["daemon"]
+    for key in DAEMON_NUMBERS:
+        assert _is_number(daemon[key]), (key, daemon[key])
+    assert daemon["runs"]["success"] > 0
+    assert set(result["ratios"]) == set(result["engines"]) - {"daemon"}
+    for ratios in result["ratios"].values():
+        assert _is_number(ratios["cpu_per_check"]) and _is_number(ratios["rss"])
+
+
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)
+def test_quick_run_measures_detection_latency(quick: tuple[dict[str, Any], str]) -> None:
+    detection = quick[0]["detection"]
+    assert detection["trials"] == 3
+    alert = detection["alert_critical_s"]
+    assert alert is not None, detection["alert_critical_reason"]
+    assert _is_number(alert["median"]) and _is_number(alert["max"])
+    page = detection["pagerduty_trigger_s"]
+    if page is None:  # alerting not wired yet: the result says why instead of a number
+        assert isinstance(detection["pagerduty_reason"], str) and detection["pagerduty_reason"]
+    else:
+        assert _is_number(page["median"]) and _is_number(page["max"])
+    for name, target in quick[0]["targets"].items():
+        assert target["met"] in (True, False, None), name
+
+
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)
+def test_quick_run_prints_the_table(quick: tuple[dict[str, Any], str]) -> None:
+    table = quick[1]
+    for row in ("CPU us per check", "RSS MB", "scheduler lag p99 ms", "detection latency", "blackbox"):
+        assert row in table
