@@ -22,8 +22,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 EXAMPLES = ROOT / "examples"
-# shared/ sits beside the repository, locally and in CI (SPEC section 10: runbooks/).
-RUNBOOKS = ROOT.parent / "shared" / "runbooks"
+# A copy of the runbooks the product was derived from (SPEC section 10), kept with the tests so
+# that a clone alone can run them.
+RUNBOOKS = ROOT / "tests" / "data" / "runbooks"
 
 # SPEC section 7: the only metric names a rule or a panel may use (plus Prometheus' own `up`).
 SPEC_METRICS = {
