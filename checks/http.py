@@ -342,6 +342,9 @@ class HttpCheck(Check):
         self._body_re = re.compile(config.expect_body) if config.expect_body is not None else None
         self._wants_json = config.expect_json is not None or bool(config.metrics)
         self._keeps_body = self._wants_json or self._body_re is not None
+        # Only https has a certificate to keep; plain http skips the middleware's per-request cost.
+        https = config.url.lower().startswith("https:")
+        self._middlewares: Sequence[aiohttp.ClientMiddlewareType] = _MIDDLEWARES if https else ()
 
     def target(self) -> str:
         return url_target(self.config.url)
@@ -372,7 +375,7 @@ class HttpCheck(Check):
             headers=self._headers,
             ssl=config.tls_verify,  # True: the session connector's context; False: no verification
             timeout=_NO_CLIENT_TIMEOUT,
-            middlewares=_MIDDLEWARES,
+            middlewares=self._middlewares,
         ) as response:
             samples["status_code"] = float(response.status)
             cert_der = getattr(response, "peer_cert_der", None)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import secrets
 import socket
 import time
@@ -224,6 +225,15 @@ def silence_view(silence: Silence) -> dict[str, Any]:
     }
 
 
+def _raise_open_files_limit() -> None:
+    """Every running check holds a socket: the default soft limit (often 1,024 or 20,000) would
+    make a large config fail with "Too many open files" instead of running; take the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def build_notifiers(config: Config, session: aiohttp.ClientSession) -> dict[str, Notifier]:
     types = notifier_types()
     return {name: types[cfg.type](name, cfg, session) for name, cfg in config.notifiers.items()}
@@ -263,6 +273,7 @@ class Daemon:
 
     async def start(self) -> None:
         """Store, alert state, outbox, checks, then the listener (cleanup runs in reverse)."""
+        _raise_open_files_limit()
         await self.store.open()
         self._session = new_http_session()
         self.runtimes = build_runtimes(self.config, CheckDeps(http=self._session))
