@@ -16,8 +16,9 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
+
+from tests.fakes.managed import Managed
 
 # Kept between runs on one machine: debootstrap costs about a minute, an import a few seconds.
 CACHE_DIR = Path(os.environ.get("MONITOR_TEST_CACHE", "/var/cache/monitor-tests"))
@@ -154,7 +155,7 @@ class Container:
         self.engine.docker("rm", "-f", "-v", self.id, check=False)
 
 
-class DockerEngine:
+class DockerEngine(Managed):
     """dockerd with its data root, exec root and socket in a temporary directory.
 
     No bridge and no iptables: containers use the host network only, and the engine leaves no
@@ -246,18 +247,6 @@ class DockerEngine:
             _unmount_below(self._tmp)
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-
-    def __enter__(self) -> DockerEngine:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # ------------------------------------------------------------ commands
 

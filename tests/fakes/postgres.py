@@ -11,8 +11,9 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import quote
+
+from tests.fakes.managed import Managed
 
 SUPERUSER = "postgres"
 SUPERUSER_PASSWORD = "secret-pw"
@@ -70,7 +71,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class PostgresCluster:
+class PostgresCluster(Managed):
     """initdb + pg_ctl in a temporary directory; superuser `postgres` authenticates by SCRAM.
 
     Use as a context manager (or `start()`/`stop()`). The server listens on 127.0.0.1 on a free
@@ -135,18 +136,6 @@ class PostgresCluster:
         finally:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-
-    def __enter__(self) -> PostgresCluster:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # ---------------------------------------------------------------- private
 

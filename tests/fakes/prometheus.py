@@ -12,10 +12,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import yaml
+
+from tests.fakes.managed import Managed
 
 HOST = "127.0.0.1"
 _START_ATTEMPTS = 3  # a free port found by binding can be taken by someone else before we listen
@@ -49,7 +50,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class PrometheusServer:
+class PrometheusServer(Managed):
     """`prometheus` with the given config (a dict, written as YAML) and its TSDB in a temp dir.
 
     Rule files named in the config are used as they are (give absolute paths). The API helpers
@@ -144,18 +145,6 @@ class PrometheusServer:
             if self._tmp is not None:
                 shutil.rmtree(self._tmp, ignore_errors=True)
                 self._tmp = None
-
-    def __enter__(self) -> PrometheusServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def log_tail(self, lines: int = 30) -> str:
         try:
