@@ -254,7 +254,6 @@ class Daemon:
         self.config_path = config_path
         self.clock = clock or SystemClock()
         self.metrics = Metrics(registry)
-        self.registry = self.metrics.registry
         self.metrics_text = self.metrics.render
         self.store: Store = make_store(config.monitor.state)
         self.runtimes: dict[str, CheckRuntime] = {}
