@@ -18,17 +18,6 @@ async def servers() -> AsyncIterator[LoopbackServers]:
 
 
 @pytest.fixture
-async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with client_session() as session:
-        yield session
-
-
-@pytest.fixture(scope="session")
-def tls_ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
 async def trusting_session(tls_ca: trustme.CA) -> AsyncIterator[aiohttp.ClientSession]:
     """A session whose default TLS context trusts `tls_ca`, as a daemon configured with it would."""
     async with client_session(trusting_client_context(tls_ca)) as session:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 import trustme
 
 from tests.fakes.receivers import Receivers
-from tests.fakes.servers import client_session, tls_server_context, trusting_client_context
+from tests.fakes.servers import tls_server_context, trusting_client_context
 
 
 @pytest.fixture
@@ -21,17 +20,6 @@ async def receivers() -> AsyncIterator[Receivers]:
         yield started
     finally:
         await started.aclose()
-
-
-@pytest.fixture
-async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with client_session() as session:
-        yield session
-
-
-@pytest.fixture(scope="session")
-def tls_ca() -> trustme.CA:
-    return trustme.CA()
 
 
 @pytest.fixture
