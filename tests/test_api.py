@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+import textwrap
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -39,13 +41,22 @@ async def tcp_port() -> AsyncIterator[int]:
     await server.wait_closed()
 
 
+@contextlib.asynccontextmanager
+async def running(toml: str) -> AsyncIterator[Daemon]:
+    """An in-process daemon on a free loopback port, with in-memory state and its own registry."""
+    head = '[monitor]\nlisten = "127.0.0.1:0"\nstate = "memory"\n'
+    daemon = Daemon(parse_config(head + textwrap.dedent(toml), {}), registry=CollectorRegistry())
+    await daemon.start()
+    try:
+        yield daemon
+    finally:
+        await daemon.stop()
+
+
 @pytest.fixture
 async def daemon(tcp_port: int) -> AsyncIterator[Daemon]:
-    config = parse_config(
-        f"""
-        [monitor]
-        listen = "127.0.0.1:0"
-        state = "memory"
+    async with running(
+        f"""\
         api_token = "api-secret-token"
         [[checks]]
         name = "collab-tcp"
@@ -54,15 +65,9 @@ async def daemon(tcp_port: int) -> AsyncIterator[Daemon]:
         port = {tcp_port}
         interval = "0.2s"
         labels = {{ team = "collab" }}
-        """.replace("\n        ", "\n"),
-        {},
-    )
-    d = Daemon(config, registry=CollectorRegistry())
-    await d.start()
-    try:
+        """
+    ) as d:
         yield d
-    finally:
-        await d.stop()
 
 
 async def get(daemon: Daemon, path: str) -> tuple[int, str]:
@@ -135,11 +140,8 @@ async def failing_daemon() -> AsyncIterator[Daemon]:
     with socket.socket() as closed:  # bound, not listening: connections are refused
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-        config = parse_config(
-            f"""
-            [monitor]
-            listen = "127.0.0.1:0"
-            state = "memory"
+        async with running(
+            f"""\
             api_token = "api-secret-token"
             [thresholds.up]
             trigger_after = 1
@@ -151,15 +153,9 @@ async def failing_daemon() -> AsyncIterator[Daemon]:
             interval = "0.2s"
             runbook = "https://wiki.example.com/runbook#database"
             labels = {{ team = "data" }}
-            """.replace("\n            ", "\n"),
-            {},
-        )
-        d = Daemon(config, registry=CollectorRegistry())
-        await d.start()
-        try:
+            """
+        ) as d:
             yield d
-        finally:
-            await d.stop()
 
 
 async def call(
@@ -242,17 +238,10 @@ async def test_silences_crud_and_validation(failing_daemon: Daemon) -> None:
 
 
 async def test_write_endpoints_forbidden_without_a_configured_token() -> None:
-    config = parse_config(
-        '[monitor]\nlisten = "127.0.0.1:0"\nstate = "memory"\napi_token = "${NO_TOKEN:-}"\n', {}
-    )
-    daemon = Daemon(config, registry=CollectorRegistry())
-    await daemon.start()
-    try:
+    async with running('api_token = "${NO_TOKEN:-}"\n') as daemon:
         assert (await call(daemon, "POST", "/api/v1/silences", "anything", {"checks": ["x"]}))[0] == 403
         assert (await call(daemon, "POST", "/api/v1/alerts/x/ack", "anything"))[0] == 403
         assert (await call(daemon, "POST", "/api/v1/alerts/x/ack"))[0] == 403
-    finally:
-        await daemon.stop()
 
 
 async def test_status_page(failing_daemon: Daemon) -> None:
