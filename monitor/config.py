@@ -372,7 +372,21 @@ def _cross_check(config: Config, checks_raw: list[Any], notifiers_raw: dict[str,
             errors[f"thresholds.{metric}"] = err
 
     rows: dict[str, dict[str, ThresholdRow]] = {}
+    resolved: dict[ThresholdRow, ThresholdRow] = {}  # equal rows shared: 5 rows x 20,000 checks is 9 MB
+
+    def table(merged: dict[str, dict[str, Any]]) -> dict[str, ThresholdRow]:
+        return {
+            metric: resolved.setdefault(row, row)
+            for metric, spec in merged.items()
+            if _row_error(spec) is None
+            for row in (_resolve_row(metric, spec),)
+        }
+
+    shared = table(global_rows)  # the table of every check without overrides, one object (read-only)
     for i, check in enumerate(config.checks):
+        if not check.thresholds:
+            rows[check.name] = shared
+            continue
         merged = dict(global_rows)
         for metric, override in check.thresholds.items():
             where = f"checks[{i}].thresholds.{metric}"
@@ -389,9 +403,7 @@ def _cross_check(config: Config, checks_raw: list[Any], notifiers_raw: dict[str,
             merged[metric] = {**merged.get(metric, {}), **given}
             if err := _row_error(merged[metric]):
                 errors[where] = err
-        rows[check.name] = {
-            metric: _resolve_row(metric, spec) for metric, spec in merged.items() if _row_error(spec) is None
-        }
+        rows[check.name] = table(merged)
     config._rows = rows
     return errors
 

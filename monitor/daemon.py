@@ -10,8 +10,8 @@ import resource
 import secrets
 import socket
 import time
-from collections import deque
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -62,6 +62,24 @@ def new_http_session() -> aiohttp.ClientSession:
     )
 
 
+class RunHistory:
+    """A check's last HISTORY_RUNS runs as (time, up) for the status page, in a flat array of
+    doubles: a failed run's time is stored negated (0.2 KB a check instead of 2 KB of tuples)."""
+
+    __slots__ = ("_runs",)
+
+    def __init__(self) -> None:
+        self._runs = array("d")
+
+    def add(self, now: float, up: bool) -> None:
+        self._runs.append(now if up else -now)
+        if len(self._runs) > HISTORY_RUNS:
+            del self._runs[0]
+
+    def __iter__(self) -> Iterator[tuple[float, bool]]:
+        return ((abs(t), t > 0) for t in self._runs)
+
+
 @dataclass(slots=True)
 class CheckRuntime:
     """One scheduled check with its evaluation and latest run."""
@@ -71,7 +89,7 @@ class CheckRuntime:
     last: CheckResult | None = None
     last_run: float | None = None
     suppressed: str | None = None  # set by alerting: maintenance|silence|dependency
-    history: deque[tuple[float, bool]] = field(default_factory=lambda: deque(maxlen=HISTORY_RUNS))
+    history: RunHistory = field(default_factory=RunHistory)
     series: CheckSeries | None = None  # its metric children, set by the daemon
 
     def status(self) -> Status:
@@ -417,7 +435,7 @@ class Daemon:
         check = rt.check
         was_up = None if rt.last is None else rt.last.up
         rt.last, rt.last_run = result, now
-        rt.history.append((now, result.up))
+        rt.history.add(now, result.up)
         series = rt.series
         if series is None:
             series = rt.series = self.metrics.series(check.name, check.type)

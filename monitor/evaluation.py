@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections import deque
+from array import array
 from dataclasses import dataclass
 
 from monitor.config import ThresholdRow
@@ -21,19 +21,31 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 class Window:
-    """Recent runs of one check, kept for the longest window any of its derived rows needs."""
+    """Recent runs of one check, kept for the longest window any of its derived rows needs.
+
+    Runs are (time, latency_ms) pairs in one flat array of doubles, a failed run's latency NaN:
+    30 runs take 0.5 KB here against 3.5 KB as tuples of floats, 70 MB at 20,000 checks.
+    """
 
     __slots__ = ("_runs", "span_s")
 
     def __init__(self, span_s: float) -> None:
         self.span_s = span_s
-        self._runs: deque[tuple[float, bool, float]] = deque()  # (time, up, latency_ms)
+        self._runs = array("d")  # time, latency_ms, time, latency_ms, ... oldest first
 
     def add(self, now: float, result: CheckResult) -> None:
-        self._runs.append((now, result.up, result.latency_ms))
-        horizon = now - self.span_s
-        while self._runs and self._runs[0][0] <= horizon:
-            self._runs.popleft()
+        runs = self._runs
+        runs.append(now)
+        runs.append(result.latency_ms if result.up else math.nan)
+        if start := self._start(now - self.span_s):
+            del runs[:start]
+
+    def _start(self, horizon: float) -> int:
+        """Index of the first run after `horizon`."""
+        runs, index = self._runs, 0
+        while index < len(runs) and runs[index] <= horizon:
+            index += 2
+        return index
 
     def derived(self, metric: str, window_s: float, now: float) -> float | None:
         """A derived metric over the runs of the last `window_s`; None when it has no data.
@@ -41,18 +53,17 @@ class Window:
         Latency percentiles use successful runs only: a refused connection is fast and a
         timeout is the timeout, neither says how fast the service answers (`up` covers them).
         """
-        horizon = now - window_s
-        runs = [r for r in self._runs if r[0] > horizon]
-        if not runs:
-            return None
-        if metric in ("error_rate_pct", "availability_pct"):
-            failed = sum(1 for _, up, _ in runs if not up)
-            rate = failed / len(runs) * 100
-            return rate if metric == "error_rate_pct" else 100 - rate
-        latencies = sorted(latency for _, up, latency in runs if up)
+        latencies = self._runs[self._start(now - window_s) + 1 :: 2]
         if not latencies:
             return None
-        return percentile(latencies, 95 if metric == "latency_p95_ms" else 99)
+        if metric in ("error_rate_pct", "availability_pct"):
+            failed = sum(1 for latency in latencies if latency != latency)  # NaN: a failed run
+            rate = failed / len(latencies) * 100
+            return rate if metric == "error_rate_pct" else 100 - rate
+        succeeded = sorted(latency for latency in latencies if latency == latency)
+        if not succeeded:
+            return None
+        return percentile(succeeded, 95 if metric == "latency_p95_ms" else 99)
 
 
 @dataclass(slots=True)

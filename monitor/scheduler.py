@@ -1,19 +1,19 @@
-"""Check scheduling on APScheduler's asyncio scheduler: spread first runs, no overlaps, lag measured."""
+"""Check scheduling on the event loop's own timers: spread first runs, no overlaps, lag measured.
+
+One timer per check, re-armed at each run. At 20,000 checks every 10 s this costs about 25 µs of
+CPU per run including the run's task; APScheduler's interval jobs cost 85 µs per run on the same
+load (bench/, N = 20,000), a quarter of the whole per-check budget.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
 import zlib
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
 
-from apscheduler.events import (
-    EVENT_JOB_MAX_INSTANCES,
-    EVENT_JOB_SUBMITTED,
-    JobEvent,
-    JobSubmissionEvent,
-)
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
+log = logging.getLogger("monitor.scheduler")
 
 
 def first_run_offset(name: str, interval_s: float) -> float:
@@ -25,8 +25,26 @@ def first_run_offset(name: str, interval_s: float) -> float:
     return zlib.crc32(name.encode()) / 2**32 * interval_s
 
 
+class _Job:
+    __slots__ = ("due", "handle", "interval_s", "name", "task")
+
+    def __init__(self, name: str, interval_s: float, due: float) -> None:
+        self.name = name
+        self.interval_s = interval_s
+        self.due = due  # loop time of the next run
+        self.handle: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None  # the running run, if any
+
+
 class Scheduler:
-    """One APScheduler job per check; `run(name)` is awaited for each due run."""
+    """Calls `run(name)` every interval of each added check, as a task of its own.
+
+    - A run still going when the next one is due is not doubled: the due run is skipped and
+      reported to `on_skip`.
+    - After a stall (a suspended process, an overloaded loop) a check runs once, late, and then
+      keeps its phase: missed runs are not made up in a burst.
+    - `on_lag` gets, for every due run, how late it started (seconds).
+    """
 
     def __init__(
         self,
@@ -37,42 +55,72 @@ class Scheduler:
         self._run = run
         self._on_lag = on_lag
         self._on_skip = on_skip
-        self._aps = AsyncIOScheduler(timezone=UTC)
-        self._aps.add_listener(self._submitted, EVENT_JOB_SUBMITTED)
-        self._aps.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES)
+        self._jobs: dict[str, _Job] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
-        self._aps.start()
+        """Arm every check added so far; checks added later are armed at once."""
+        self._loop = asyncio.get_running_loop()
+        for job in self._jobs.values():
+            self._arm(job)
 
     def shutdown(self) -> None:
         """Stop starting runs; runs already started go on (the daemon waits for them)."""
-        if self._aps.running:
-            self._aps.shutdown(wait=False)
+        for job in self._jobs.values():
+            if job.handle is not None:
+                job.handle.cancel()
+                job.handle = None
+        self._loop = None
 
-    def add(self, name: str, interval_s: float, now: datetime | None = None) -> None:
-        start = (now or datetime.now(UTC)) + timedelta(seconds=first_run_offset(name, interval_s))
-        self._aps.add_job(
-            self._run,
-            IntervalTrigger(seconds=interval_s, start_date=start, timezone=UTC),
-            args=[name],
-            id=name,
-            name=name,
-            max_instances=1,  # never two runs of one check at once: the overlap is skipped
-            coalesce=True,  # after a stall, one catch-up run, not a burst
-            misfire_grace_time=None,  # a late run still runs (its lateness is the lag metric)
-            replace_existing=True,
-        )
+    def add(self, name: str, interval_s: float) -> None:
+        """Schedule `name` (replacing its previous schedule); its first run falls at its stable
+        offset within the interval, counted from now."""
+        old = self._jobs.pop(name, None)
+        if old is not None and old.handle is not None:
+            old.handle.cancel()
+        loop = self._loop or asyncio.get_running_loop()
+        job = _Job(name, interval_s, loop.time() + first_run_offset(name, interval_s))
+        if old is not None:
+            job.task = old.task  # a run of the old definition still going is not doubled
+        self._jobs[name] = job
+        if self._loop is not None:
+            self._arm(job)
 
     def remove(self, name: str) -> None:
-        self._aps.remove_job(name)
+        job = self._jobs.pop(name, None)
+        if job is not None and job.handle is not None:
+            job.handle.cancel()
 
     def jobs(self) -> list[str]:
-        return [job.id for job in self._aps.get_jobs()]
+        return list(self._jobs)
 
-    def _submitted(self, event: JobSubmissionEvent) -> None:
-        now = datetime.now(UTC)
-        for scheduled in event.scheduled_run_times:
-            self._on_lag(max(0.0, (now - scheduled).total_seconds()))
+    def due(self, name: str) -> float:
+        """Loop time of the check's next run."""
+        return self._jobs[name].due
 
-    def _skipped(self, event: JobEvent) -> None:
-        self._on_skip(event.job_id)
+    def _arm(self, job: _Job) -> None:
+        assert self._loop is not None
+        job.handle = self._loop.call_at(job.due, self._fire, job)
+
+    def _fire(self, job: _Job) -> None:
+        loop = self._loop
+        if loop is None or self._jobs.get(job.name) is not job:
+            return
+        now = loop.time()
+        self._on_lag(max(0.0, now - job.due))
+        if job.task is not None and not job.task.done():
+            self._on_skip(job.name)
+        else:
+            job.task = loop.create_task(self._run(job.name))
+            job.task.add_done_callback(_report_crash)
+        # The next run keeps the phase; after a stall, skip to the first due time still ahead.
+        job.due += job.interval_s
+        if job.due <= now:
+            job.due += math.ceil((now - job.due) / job.interval_s + 1e-9) * job.interval_s
+        self._arm(job)
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    # The daemon's run never raises by design; should it, the schedule must go on regardless.
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("scheduled run raised", exc_info=exc)
