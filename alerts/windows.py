@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
-
 from alerts.config import BusinessHoursConfig, MaintenanceConfig
 
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -27,6 +25,8 @@ def maintenance_active(window: MaintenanceConfig, now: float, tz: ZoneInfo) -> b
     """Is `now` inside the window? Recurring windows start at each cron time, in `tz`."""
     local = datetime.fromtimestamp(now, tz)
     if window.cron is not None and window.duration:
+        from croniter import croniter  # only configs with a cron window load it (as their validation did)
+
         # The latest start at or before now; croniter walks wall-clock time in tz (DST-aware).
         last_start = croniter(window.cron, local + timedelta(microseconds=1)).get_prev(datetime)
         return local < last_start + timedelta(seconds=window.duration)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aiosqlite
-import asyncpg
+if TYPE_CHECKING:
+    import aiosqlite
+    import asyncpg
 
 
 @dataclass(slots=True)
@@ -148,6 +149,8 @@ class SqliteStore:
         return self._db
 
     async def open(self) -> None:
+        import aiosqlite  # only a daemon whose state is SQLite loads it
+
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._db = await aiosqlite.connect(self.path)
@@ -273,6 +276,8 @@ class PostgresStore:
         return self._pool
 
     async def open(self) -> None:
+        import asyncpg  # ~3.5 MB resident: only a daemon whose state is PostgreSQL loads it
+
         self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4, timeout=10)
         async with self._pool.acquire() as conn:
             await conn.execute(_PG_SCHEMA)

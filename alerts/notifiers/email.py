@@ -9,10 +9,8 @@ import re
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-import aiohttp
-import aiosmtplib
 from pydantic import AfterValidator, Field, SecretStr
 
 from alerts.notifiers.base import (
@@ -29,6 +27,10 @@ from alerts.notifiers.base import (
     redact,
 )
 from monitor.models import Secret
+
+if TYPE_CHECKING:
+    import aiohttp
+    import aiosmtplib
 
 log = logging.getLogger("alerts.notifiers.email")
 
@@ -223,10 +225,16 @@ class EmailNotifier(Notifier):
         *,
         tls_context: ssl.SSLContext | None = None,
     ) -> None:
+        # Loaded when an email notifier is built, so configs without one do not pay for it; not
+        # in the first send, where a failing import would surface only during an incident.
+        import aiosmtplib  # noqa: F401
+
         super().__init__(name, config, http)
         self.tls_context = tls_context
 
     async def send(self, notification: Notification) -> Delivery:
+        import aiosmtplib  # loaded by __init__ already: a sys.modules lookup
+
         try:
             delivery = await self._send(build_message(notification, self.config))
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -244,6 +252,8 @@ class EmailNotifier(Notifier):
     async def _send(self, message: EmailMessage) -> Delivery:
         """One SMTP session, step by step, so that a server lacking what the config asks for
         (STARTTLS, AUTH) is a permanent failure naming the key to fix, not a vague retry."""
+        import aiosmtplib  # loaded by __init__ already: a sys.modules lookup
+
         cfg = self.config
         client = aiosmtplib.SMTP(
             hostname=cfg.host,
