@@ -13,7 +13,7 @@ from typing import Any
 # Where samples go, by the file of the innermost frame (py-spy names files by module path).
 COMPONENTS: tuple[tuple[str, str], ...] = (
     ("prometheus_client/", "metrics (prometheus_client)"),
-    ("apscheduler/", "scheduler (APScheduler)"),
+    ("monitor/scheduler", "scheduler"),
     ("aiohttp/web", "HTTP server (aiohttp.web)"),
     ("aiohttp/", "HTTP client (aiohttp)"),
     ("aiohappyeyeballs/", "HTTP client (aiohttp)"),
@@ -28,7 +28,10 @@ COMPONENTS: tuple[tuple[str, str], ...] = (
     ("monitor/runner", "runner"),
     ("monitor/api", "HTTP server (aiohttp.web)"),
     ("monitor/", "monitor (other)"),
+    ("checks/httpclient", "HTTP client (checks/httpclient)"),
+    ("httptools/", "HTTP client (checks/httpclient)"),
     ("checks/", "checks"),
+    ("uvloop/", "event loop (uvloop)"),
     ("logging/", "logging"),
     ("json/", "json"),
     ("asyncio/", "asyncio event loop"),
@@ -37,7 +40,9 @@ COMPONENTS: tuple[tuple[str, str], ...] = (
     ("socket.py", "socket"),
     ("threading.py", "threads (idle waits)"),
 )
-_LOOP_FRAME = "BaseEventLoop.run_forever"  # on every stack of the event-loop thread
+# On every stack of the event-loop thread: asyncio's loop, or uvloop's (its C frames are invisible,
+# so time spent inside uvloop itself lands on its Python entry point).
+_LOOP_FRAMES = ("BaseEventLoop.run_forever", "uvloop/__init__.py")
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
@@ -90,7 +95,7 @@ def summarize(collapsed: Path, top: int = 20) -> dict[str, Any]:
             continue
         count = int(count_text)
         every += count
-        if _LOOP_FRAME not in stack:
+        if not any(marker in stack for marker in _LOOP_FRAMES):
             continue  # another thread (aiosqlite's, the executor's): mostly waits py-spy counts as busy
         total += count
         frames = []

@@ -51,8 +51,9 @@ _STATUS_OF_LEVEL = {
 
 
 def new_http_session() -> aiohttp.ClientSession:
-    """The one ClientSession of a process. `force_close`: every run opens a fresh connection,
-    since a health check over a pooled connection can miss a listener that died."""
+    """The one ClientSession of a process, for notifiers and check plugins (the http check has
+    its own client, checks/httpclient.py). `force_close`: a plugin check opens a fresh connection
+    every run, since a health check over a pooled connection can miss a listener that died."""
     connector = aiohttp.TCPConnector(force_close=True, limit=0)
     return aiohttp.ClientSession(
         connector=connector,

@@ -127,6 +127,8 @@ class RowStatus:
 class CheckEvaluator:
     """Evaluates every applicable row of one check after each of its runs."""
 
+    __slots__ = ("check", "derived", "rows", "statuses", "window")
+
     def __init__(self, check: str, rows: dict[str, ThresholdRow], single_run: bool = False) -> None:
         self.check = check
         if single_run:  # `monitor once`: judged on one run, as a Nagios plugin is
