@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from html import escape
 from typing import Any, Protocol
@@ -17,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 class ApiSource(Protocol):
     """What the API reads from and asks of the daemon (which implements it)."""
 
-    def metrics_text(self) -> bytes: ...
+    def metrics_text(self) -> Iterator[str]: ...
     @property
     def api_token(self) -> str: ...
     @property
@@ -84,11 +85,24 @@ def build_app(source: ApiSource) -> web.Application:
             raise BadRequest("expected a JSON object")
         return body
 
-    async def metrics(_: web.Request) -> web.Response:
-        # Hundreds of thousands of lines at 20k checks: rendered in a thread so that the loop
-        # (and the checks' schedule) is interleaved with it rather than stopped for it.
-        body = await asyncio.to_thread(source.metrics_text)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        # Half a million lines and ~0.6 s of CPU at 20,000 checks: written in slices, the loop
+        # starting due checks in between. (Rendered in a thread it held the GIL against the loop:
+        # scheduler lag p99 154 ms.)
+        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
+        await response.prepare(request)
+        chunk: list[str] = []
+        size = 0
+        for part in source.metrics_text():
+            chunk.append(part)
+            size += len(part)
+            if size >= _METRICS_SLICE_CHARS:
+                await response.write("".join(chunk).encode())
+                chunk, size = [], 0
+                await asyncio.sleep(0)
+        await response.write("".join(chunk).encode())
+        await response.write_eof()
+        return response
 
     async def healthz(_: web.Request) -> web.Response:
         # Answering at all is the proof: a blocked loop answers nothing and the probe times out.
@@ -188,6 +202,7 @@ def build_app(source: ApiSource) -> web.Application:
     return app
 
 
+_METRICS_SLICE_CHARS = 64 * 1024  # about a millisecond of rendering between two yields to the loop
 _COLOURS = {"ok": "#2e7d32", "warning": "#ef6c00", "critical": "#c62828", "unknown": "#757575"}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import resource
@@ -314,6 +315,9 @@ class Daemon:
         host, port = self.config.monitor.host_port
         await web.TCPSite(self._web, host, port).start()
         self._started = True
+        # The config and the checks' state live as long as the process: keeping the collector
+        # from walking them again on every full collection (~1 million objects at 20,000 checks).
+        gc.freeze()
         log.info("started", extra={"checks": len(self.runtimes), "path": self.config.monitor.listen})
 
     async def stop(self) -> None:
@@ -457,7 +461,8 @@ class Daemon:
             breaching = breaching or status.state is not RowState.OK
         if was_up is not result.up:
             if result.up:
-                log.info("check up", extra={"check": check.name})
+                if was_up is not None:  # a first run that succeeds changes nothing worth a line
+                    log.info("check up", extra={"check": check.name})
             else:
                 log.warning("check down", extra={"check": check.name, "reason": result.reason})
         if self.alerts is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable
+from collections.abc import Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -122,17 +122,14 @@ class Metrics:
         """Drop a removed check's series so Grafana does not show it as stale forever."""
         self._series.pop(check, None)
 
-    def render(self) -> bytes:
-        """The whole exposition, text format 0.0.4. Safe to call from a thread: a check that
-        gains a new series meanwhile makes one pass start again."""
-        for _ in range(5):
-            try:
-                return generate_latest(self.registry) + "".join(self._check_lines()).encode()
-            except RuntimeError:  # "dictionary changed size during iteration"
-                continue
-        raise RuntimeError("metrics kept changing during rendering")
+    def render(self) -> Iterator[str]:
+        """The whole exposition (text format 0.0.4) in parts, one family's samples of one check
+        each: whoever writes it out may yield to the event loop between any two parts."""
+        yield generate_latest(self.registry).decode()
+        yield from self._check_lines()
 
-    def _check_lines(self) -> Iterable[str]:
+    def _check_lines(self) -> Iterator[str]:
+        # Each part is joined before it is yielded: a run may change a check's dicts during a pause.
         all_series = list(self._series.values())
         yield "# HELP monitor_check_up 1 if the check's last run succeeded, else 0.\n"
         yield "# TYPE monitor_check_up gauge\n"
@@ -142,28 +139,38 @@ class Metrics:
         yield "# HELP monitor_check_duration_seconds Duration of check runs.\n"
         yield "# TYPE monitor_check_duration_seconds histogram\n"
         for s in all_series:
-            if not s.count:
-                continue
-            cumulative = 0
-            for le, n in zip(_BUCKET_LE, s.buckets, strict=True):
-                cumulative += n
-                yield f'monitor_check_duration_seconds_bucket{{{s._labels},le="{le}"}} {cumulative}.0\n'
-            yield f"monitor_check_duration_seconds_count{{{s._labels}}} {s.count}.0\n"
-            yield f"monitor_check_duration_seconds_sum{{{s._labels}}} {_num(s.sum)}\n"
+            if s.count:
+                yield _histogram(s)
         yield "# HELP monitor_check_runs_total Check runs by result (success|failure|timeout|error|skipped)\n"
         yield "# TYPE monitor_check_runs_total counter\n"
         for s in all_series:
-            for result, n in s.runs.items():
-                yield f'monitor_check_runs_total{{{s._labels},result="{result}"}} {_num(n)}\n'
+            yield "".join(
+                f'monitor_check_runs_total{{{s._labels},result="{result}"}} {_num(n)}\n'
+                for result, n in s.runs.items()
+            )
         yield "# HELP monitor_check_value Last value of every sample metric of a check.\n"
         yield "# TYPE monitor_check_value gauge\n"
         for s in all_series:
-            check = _label(s.check)
-            for metric, v in s.values.items():
-                yield f'monitor_check_value{{check="{check}",metric="{_label(metric)}"}} {_num(v)}\n'
+            yield _by_metric("monitor_check_value", s.check, s.values)
         yield "# HELP monitor_alert_state 0 ok, 1 warning, 2 critical, per check and threshold row.\n"
         yield "# TYPE monitor_alert_state gauge\n"
         for s in all_series:
-            check = _label(s.check)
-            for metric, v in s.states.items():
-                yield f'monitor_alert_state{{check="{check}",metric="{_label(metric)}"}} {_num(v)}\n'
+            yield _by_metric("monitor_alert_state", s.check, s.states)
+
+
+def _histogram(s: CheckSeries) -> str:
+    lines = []
+    cumulative = 0
+    for le, n in zip(_BUCKET_LE, s.buckets, strict=True):
+        cumulative += n
+        lines.append(f'monitor_check_duration_seconds_bucket{{{s._labels},le="{le}"}} {cumulative}.0\n')
+    lines.append(f"monitor_check_duration_seconds_count{{{s._labels}}} {s.count}.0\n")
+    lines.append(f"monitor_check_duration_seconds_sum{{{s._labels}}} {_num(s.sum)}\n")
+    return "".join(lines)
+
+
+def _by_metric(family: str, check: str, values: dict[str, float]) -> str:
+    labels = _label(check)
+    return "".join(
+        f'{family}{{check="{labels}",metric="{_label(metric)}"}} {_num(v)}\n' for metric, v in values.items()
+    )
