@@ -102,3 +102,30 @@ async def test_overlapping_run_is_skipped_and_counted() -> None:
     assert runs == ["slow"]  # the hanging run was never doubled
     assert most == 1
     assert lags and all(0 <= lag < 1 for lag in lags)
+
+
+async def test_a_check_replaced_while_running_is_not_doubled_and_runs_again_after() -> None:
+    release, first, second, skipped = asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event()
+    starts = 0
+
+    async def run(_: str) -> None:
+        nonlocal starts
+        starts += 1
+        if starts == 1:
+            first.set()
+            await release.wait()
+        else:
+            second.set()
+
+    scheduler = Scheduler(run, lambda _: None, lambda _: skipped.set())
+    scheduler.add("reloaded", 0.05)
+    scheduler.start()
+    try:
+        await asyncio.wait_for(first.wait(), 5)
+        scheduler.add("reloaded", 0.05)  # a reload changed its definition mid-run
+        await asyncio.wait_for(skipped.wait(), 5)
+        assert starts == 1  # the new definition's first run waited for the old run
+        release.set()
+        await asyncio.wait_for(second.wait(), 5)  # ...and runs once the old one is over
+    finally:
+        scheduler.shutdown()
