@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import functools
 import hashlib
@@ -20,6 +21,7 @@ from monitor.models import RowEvaluation, RowState, format_duration
 from monitor.store import AlertRecord, Store
 
 log = logging.getLogger("alerts")
+_TICK_SLICE = 500  # alerts settled between two yields to the loop: about 2.5 ms of work
 
 PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
 
@@ -306,10 +308,17 @@ class AlertManager:
     # ------------------------------------------------------------ time
 
     async def tick(self, now: float) -> None:
-        """Time-driven work: repeats, escalation, business hours opening, windows ending."""
+        """Time-driven work: repeats, escalation, business hours opening, windows ending.
+
+        In a mass outage this is a lot of work (40,000 alerts: 0.2 s of CPU): the loop is given
+        back every _TICK_SLICE alerts so that the checks' schedule is not held up by it.
+        """
         order = {name: i for i, name in enumerate(self.policy.checks)}
-        for alert in sorted(self.active.values(), key=lambda a: order.get(a.check, 0)):
-            await self._settle(alert, now)
+        for done, alert in enumerate(sorted(self.active.values(), key=lambda a: order.get(a.check, 0))):
+            if done and done % _TICK_SLICE == 0:
+                await asyncio.sleep(0)
+            if self.active.get(alert.id) is alert:  # else resolved while the tick gave way
+                await self._settle(alert, now)
         for silence in [s for s in self.silences.values() if s.end <= now]:
             del self.silences[silence.id]
             await self.store.delete_silence(silence.id)

@@ -6,6 +6,8 @@ The policy is the TyneBase runbook's "Alert Configuration": critical pages immed
 
 from __future__ import annotations
 
+import asyncio
+
 from alerts.manager import alert_id
 from monitor.models import CheckResult, RowState
 from tests.alerts.harness import Failed, Harness, Retry, down, up, utc
@@ -370,3 +372,42 @@ async def test_undelivered_notification_survives_a_restart() -> None:
     h2.clock.advance(5)
     await h2.deliver()
     assert [(n, e) for n, e, *_ in h2.events()] == [("oncall", "firing")]
+
+
+async def test_mass_outage_tick_gives_way_to_the_loop_and_still_settles_every_alert() -> None:
+    """1,200 checks down at once: the tick yields to the loop (runs due meanwhile start on time)
+    and every alert still gets its repeat."""
+    checks = "".join(
+        f'[[checks]]\nname = "svc-{i:04d}"\ntype = "tcp"\nhost = "10.0.0.1"\nport = 80\n' for i in range(1200)
+    )
+    h = Harness.from_toml(
+        """
+        [notifiers.oncall]
+        type = "webhook"
+        url = "http://127.0.0.1:1/pagerduty"
+        [[routes]]
+        match = { severity = "critical" }
+        notify = ["oncall"]
+        repeat = "30m"
+        """
+        + checks,
+        utc(2026, 11, 24, 3, 0),
+    )
+    for name in h.evaluators:
+        await h.run(name, down("connection refused"))
+        await h.run(name, down("connection refused"))
+    assert len(h.events()) == 1200
+    h.clear()
+
+    h.clock.advance(31 * 60)
+    other_work_ran_during_tick = False
+
+    async def other_work() -> None:
+        nonlocal other_work_ran_during_tick
+        other_work_ran_during_tick = not tick.done()
+
+    tick = asyncio.ensure_future(h.manager.tick(h.clock.now()))
+    await asyncio.gather(tick, other_work())
+    await h.deliver()
+    assert other_work_ran_during_tick
+    assert sorted(check for _, event, check, _ in h.events() if event == "firing") == sorted(h.evaluators)
