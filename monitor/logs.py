@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import queue
 import sys
 import time
+from logging.handlers import QueueHandler, QueueListener
+from typing import TextIO
 
 FIELDS = ("check", "alert", "notifier", "attempt", "reason", "path", "errors", "checks")
 
@@ -37,10 +41,39 @@ class TextFormatter(logging.Formatter):
         return f"{line} {extra}" if extra else line
 
 
-def setup_logging(fmt: str = "json", level: str = "info") -> None:
-    handler = logging.StreamHandler(sys.stdout)
+class _Written(logging.Formatter):
+    """The writer thread's formatter: the line was formatted where it was logged."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return record.getMessage()
+
+
+_listener: QueueListener | None = None
+
+
+def setup_logging(fmt: str = "json", level: str = "info", stream: TextIO | None = None) -> None:
+    """Lines are formatted where they are logged and written to stdout by a thread of their own:
+    a slow reader of stdout (a full pipe to the container runtime) must not stall the event loop,
+    and a mass outage logs tens of thousands of lines at once."""
+    global _listener
+    _flush()
+    writer = logging.StreamHandler(stream or sys.stdout)
+    writer.setFormatter(_Written())
+    lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    handler = QueueHandler(lines)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    _listener = QueueListener(lines, writer)
+    _listener.start()
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+@atexit.register
+def _flush() -> None:
+    """Writes whatever is queued and stops the writer (at exit, or before a new setup)."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
