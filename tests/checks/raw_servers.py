@@ -140,3 +140,8 @@ class RawServers:
                 writer.transport.abort()
         for server in self._servers:
             await server.wait_closed()
+
+
+def answer(data: bytes, ending: Ending = "close") -> Respond:
+    """A raw server script answering every request with `data`."""
+    return lambda _request: (data, ending)

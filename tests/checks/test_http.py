@@ -9,7 +9,7 @@ import json
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -26,7 +26,7 @@ from monitor.config import parse_config
 from monitor.evaluation import CheckEvaluator
 from monitor.models import RowState
 from monitor.runner import run_check
-from tests.checks.raw_servers import Ending, RawRequest, RawServers, Respond, chunked, response
+from tests.checks.raw_servers import Ending, RawRequest, RawServers, Respond, answer, chunked, response
 from tests.fakes.servers import (
     HOST,
     LoopbackServers,
@@ -54,17 +54,6 @@ def make_check(url: str, **options: Any) -> HttpCheck:
 def trust_tls_ca(monkeypatch: pytest.MonkeyPatch, tls_ca: trustme.CA) -> None:
     """The client's verifying context trusts `tls_ca`, as a daemon given it (SSL_CERT_FILE) would."""
     monkeypatch.setitem(httpclient._TLS_CONTEXTS, True, trusting_client_context(tls_ca))
-
-
-@pytest.fixture
-async def raw() -> AsyncIterator[RawServers]:
-    async with RawServers() as started:
-        yield started
-
-
-def answer(data: bytes, ending: Ending = "close") -> Respond:
-    """A raw server script answering every request with `data`."""
-    return lambda _request: (data, ending)
 
 
 # ---------------------------------------------------------------- success

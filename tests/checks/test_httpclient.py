@@ -8,7 +8,7 @@ import contextlib
 import gc
 import gzip
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -21,20 +21,10 @@ from checks.httpclient import (
     Response,
 )
 from monitor import __version__
-from tests.checks.raw_servers import Ending, RawRequest, RawServers, Respond, response
+from tests.checks.raw_servers import Ending, RawRequest, RawServers, answer, response
 from tests.fakes.servers import HOST
 
 UA = f"monitor/{__version__}"
-
-
-@pytest.fixture
-async def raw() -> AsyncIterator[RawServers]:
-    async with RawServers() as started:
-        yield started
-
-
-def answer(data: bytes, ending: Ending = "close") -> Respond:
-    return lambda _request: (data, ending)
 
 
 def prepared(
