@@ -127,7 +127,7 @@ class RowStatus:
 class CheckEvaluator:
     """Evaluates every applicable row of one check after each of its runs."""
 
-    __slots__ = ("check", "derived", "rows", "statuses", "window")
+    __slots__ = ("check", "rows", "statuses", "window")
 
     def __init__(self, check: str, rows: dict[str, ThresholdRow], single_run: bool = False) -> None:
         self.check = check
@@ -140,7 +140,6 @@ class CheckEvaluator:
         self.statuses: dict[str, RowStatus] = {}  # rows that have applied at least once
         spans = [r.window_s for m, r in rows.items() if m in DERIVED]
         self.window = Window(max(spans)) if spans else None
-        self.derived: dict[str, float] = {}  # latest derived values, exported as metrics
 
     def observe(self, result: CheckResult, now: float) -> list[RowStatus]:
         """Evaluate one run; returns the statuses of the rows that applied to it."""
@@ -152,8 +151,6 @@ class CheckEvaluator:
             if metric in DERIVED:
                 assert self.window is not None
                 value = self.window.derived(metric, row.window_s, now)
-                if value is not None:
-                    self.derived[metric] = value
             else:
                 value = samples.get(metric)
             if value is None:
@@ -164,6 +161,12 @@ class CheckEvaluator:
             status.observe(value, now)
             evaluated.append(status)
         return evaluated
+
+    @property
+    def derived(self) -> dict[str, float]:
+        """The latest derived values (p95, error rate, ...), exported as metrics: each is its
+        row's last evaluated value."""
+        return {m: s.value for m, s in self.statuses.items() if m in DERIVED and s.value is not None}
 
     def seed(
         self, metric: str, state: RowState, since: float, value: float | None, threshold: float | None

@@ -69,8 +69,7 @@ class Scheduler:
         self._heap: list[tuple[float, int, _Job]] = []  # (due, tie-breaker, job); stale entries skipped
         self._order = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_due = math.inf
+        self._timer: asyncio.TimerHandle | None = None  # set for the earliest due run
 
     def start(self) -> None:
         """Start running the checks added so far and those added later."""
@@ -81,7 +80,7 @@ class Scheduler:
         """Stop starting runs; runs already started go on (the daemon waits for them)."""
         if self._timer is not None:
             self._timer.cancel()
-        self._timer, self._timer_due, self._loop = None, math.inf, None
+        self._timer, self._loop = None, None
 
     def add(self, name: str, interval_s: float) -> None:
         """Schedule `name` (replacing its previous schedule); its first run falls at its stable
@@ -103,7 +102,7 @@ class Scheduler:
 
     def _push(self, job: _Job) -> None:
         heapq.heappush(self._heap, (job.due, next(self._order), job))
-        if job.due < self._timer_due:
+        if self._timer is None or job.due < self._timer.when():
             self._arm()
 
     def _arm(self) -> None:
@@ -112,14 +111,13 @@ class Scheduler:
             return
         if self._timer is not None:
             self._timer.cancel()
-            self._timer, self._timer_due = None, math.inf
+            self._timer = None
         if self._heap:
-            self._timer_due = self._heap[0][0]
-            self._timer = self._loop.call_at(self._timer_due, self._wake)
+            self._timer = self._loop.call_at(self._heap[0][0], self._wake)
 
     def _wake(self) -> None:
         loop = self._loop
-        self._timer, self._timer_due = None, math.inf
+        self._timer = None
         if loop is None:
             return
         now = loop.time()
