@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -181,8 +180,13 @@ def _path(parts: tuple[Any, ...]) -> str:
 
 
 def _interpolate(value: Any, env: Mapping[str, str], where: tuple[Any, ...], errors: dict[str, str]) -> Any:
-    """Replace `${VAR}` / `${VAR:-default}` in every string; a missing VAR is an error at its key."""
+    """Replace `${VAR}` / `${VAR:-default}` in every string; a missing VAR is an error at its key.
+
+    Copy on change: `value` itself comes back when nothing in it changed, and it is never mutated.
+    """
     if isinstance(value, str):
+        if "${" not in value:
+            return value
 
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
@@ -195,10 +199,56 @@ def _interpolate(value: Any, env: Mapping[str, str], where: tuple[Any, ...], err
 
         return _VAR.sub(sub, value)
     if isinstance(value, dict):
-        return {k: _interpolate(v, env, (*where, k), errors) for k, v in value.items()}
+        changed: dict[Any, Any] | None = None
+        for k, v in value.items():
+            new = _interpolate(v, env, (*where, k), errors)
+            if new is not v:
+                if changed is None:
+                    changed = dict(value)
+                changed[k] = new
+        return value if changed is None else changed
     if isinstance(value, list):
-        return [_interpolate(v, env, (*where, i), errors) for i, v in enumerate(value)]
+        items: list[Any] | None = None
+        for i, v in enumerate(value):
+            new = _interpolate(v, env, (*where, i), errors)
+            if new is not v:
+                if items is None:
+                    items = list(value)
+                items[i] = new
+        return value if items is None else items
     return value
+
+
+def _plain_key(value: Any) -> Hashable | None:
+    """A key equal only for equal plain values of the same types (and key order); None for others.
+
+    Plain: str, int, float, bool, None, and lists and dicts of plain values. Anything else (a
+    SecretStr above all: two different secrets look alike) makes the whole value unshareable.
+    """
+    kind = type(value)
+    if kind is str:
+        return value
+    if value is None or kind is int or kind is bool:
+        return (kind, value)
+    if kind is float:
+        return None if value != value else (kind, value.hex())  # NaN equals nothing; hex() keeps -0.0 apart
+    if kind is list:
+        parts = [_plain_key(v) for v in value]
+    elif kind is dict:
+        parts = [_plain_key(part) for item in value.items() for part in item]
+    else:
+        return None
+    return None if None in parts else (kind, *parts)
+
+
+def _share_values(model: ConfigModel, shared: dict[Hashable, Any]) -> None:
+    """Replace each plain field value of `model` by the equal object first seen in `shared`."""
+    # Safe because config models are frozen and nothing mutates a loaded config.
+    fields = model.__dict__
+    for name, value in fields.items():
+        key = _plain_key(value)
+        if key is not None:
+            fields[name] = shared.setdefault(key, value)
 
 
 _MESSAGES = {
@@ -271,17 +321,22 @@ def parse_config(text: str, env: Mapping[str, str] | None = None) -> Config:
     if not isinstance(checks_raw, list):
         errors["checks"] = "expected an array of tables ([[checks]])"
         checks_raw = []
-    types = check_types()
-    for i, raw in enumerate(checks_raw):
+    check_models = {t: c.config_model for t, c in check_types().items()}
+    # Equal values of different checks become one object: local, so a reload frees the old ones.
+    shared: dict[Hashable, Any] = {}
+    raw_names: list[Any] = []  # each table's name as written, for the duplicate-name errors
+    for i in range(len(checks_raw)):
+        # Each table is dropped once validated: the TOML tree is most of the peak, and dropping it
+        # as we go lets the models reuse its memory instead of growing the heap.
+        raw, checks_raw[i] = checks_raw[i], None
+        raw_names.append(raw.get("name") if isinstance(raw, dict) else None)
         if isinstance(raw, dict):
-            raw = copy.copy(raw)
-            for key, default in defaults.items():
-                if key not in raw and default is not None:
-                    raw[key] = default
-        check = _validate_typed(
-            raw, ("checks", i), {t: c.config_model for t, c in types.items()}, "check", errors
-        )
+            missing = {k: v for k, v in defaults.items() if k not in raw and v is not None}
+            if missing:
+                raw = {**raw, **missing}
+        check = _validate_typed(raw, ("checks", i), check_models, "check", errors)
         if check is not None:
+            _share_values(check, shared)
             checks.append(check)  # type: ignore[arg-type]
 
     notifiers: dict[str, NotifierConfig] = {}
@@ -302,10 +357,10 @@ def parse_config(text: str, env: Mapping[str, str] | None = None) -> Config:
 
     if config is not None:
         # Cross-references need every check; with one check invalid they would only add noise.
-        if len(checks) == len(checks_raw):
-            errors.update(_cross_check(config, checks_raw, notifiers_raw))
+        if len(checks) == len(raw_names):
+            errors.update(_cross_check(config, raw_names, notifiers_raw))
         else:
-            errors.update(_cross_check_names(checks_raw))
+            errors.update(_cross_check_names(raw_names))
     # A missing variable explains the value's own error: report it alone.
     for key in env_errors:
         errors.pop(key, None)
@@ -327,11 +382,10 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
 # ---------------------------------------------------------------- cross-references
 
 
-def _cross_check_names(checks_raw: list[Any]) -> dict[str, str]:
+def _cross_check_names(raw_names: list[Any]) -> dict[str, str]:
     errors: dict[str, str] = {}
     seen: set[str] = set()
-    for i, raw in enumerate(checks_raw):
-        name = raw.get("name") if isinstance(raw, dict) else None
+    for i, name in enumerate(raw_names):
         if isinstance(name, str):
             if name in seen:
                 errors[f"checks[{i}].name"] = f'duplicate name "{name}"'
@@ -339,9 +393,9 @@ def _cross_check_names(checks_raw: list[Any]) -> dict[str, str]:
     return errors
 
 
-def _cross_check(config: Config, checks_raw: list[Any], notifiers_raw: dict[str, Any]) -> dict[str, str]:
+def _cross_check(config: Config, raw_names: list[Any], notifiers_raw: dict[str, Any]) -> dict[str, str]:
     """References between tables, and the merged threshold table of each check."""
-    errors = _cross_check_names(checks_raw)
+    errors = _cross_check_names(raw_names)
     names = {c.name for c in config.checks}
     for i, check in enumerate(config.checks):
         for j, dep in enumerate(check.depends_on):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import textwrap
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from monitor.cli import main
-from monitor.config import ConfigError, config_schema, parse_config
+from monitor.config import ConfigError, _interpolate, config_schema, parse_config
 from monitor.models import mask_url
 
 DATA = Path(__file__).parent / "data"
@@ -309,3 +310,89 @@ def test_repr_never_shows_url_credentials() -> None:
     shown = repr(parse_config(text, {}))
     for secret in ("state-secret", "pw-secret", "q-secret"):
         assert secret not in shown
+
+
+# ---------------------------------------------------------------- memory: shared values, no copies
+
+
+def http_check(name: str, extra: str = "") -> str:
+    return (
+        f'[[checks]]\nname = "{name}"\ntype = "http"\nurl = "http://127.0.0.1:8080/health"\n'
+        f'expect_status = [200]\nexpect_json = {{ status = "ok" }}\n{extra}'
+    )
+
+
+def test_equal_plain_values_of_checks_are_one_object() -> None:
+    config = parse_config(http_check("a") + http_check("b", 'interval = "30s"\n'), {})
+    a, b = config.checks
+    for key in ("type", "url", "interval", "expect_status", "expect_json", "labels", "depends_on"):
+        assert getattr(a, key) is getattr(b, key), key
+    assert a.expect_status == [200] and a.expect_json == {"status": "ok"} and a.labels == {}
+    assert a.name != b.name
+
+
+def test_sharing_keeps_types_and_order_apart() -> None:
+    values = ["1", "1.0", "true", "-0.0", "0.0", '"1"', "[1]", "{ b = 1, c = 2 }", "{ c = 2, b = 1 }"]
+    text = "".join(
+        http_check(f"c{i}", f"expect_json = {{ v = {v} }}\n").replace('expect_json = { status = "ok" }\n', "")
+        for i, v in enumerate(values)
+    )
+    config = parse_config(text, {})
+    got = [c.expect_json["v"] for c in config.checks]  # type: ignore[attr-defined]
+    assert [type(v) for v in got] == [int, float, bool, float, float, str, list, dict, dict]
+    assert str(got[3]) == "-0.0" and str(got[4]) == "0.0"
+    assert list(got[7]) == ["b", "c"] and list(got[8]) == ["c", "b"]
+    assert len({id(c.expect_json) for c in config.checks}) == len(values)  # type: ignore[attr-defined]
+
+
+def test_secret_values_are_never_shared() -> None:
+    text = (
+        http_check("a", 'headers = { Authorization = "secret-a" }\n')
+        + http_check("b", 'headers = { Authorization = "secret-b" }\n')
+        + http_check("c", 'headers = { Authorization = "secret-a" }\n')
+    )
+    a, b, c = parse_config(text, {}).checks
+    secrets = [x.headers["Authorization"].get_secret_value() for x in (a, b, c)]  # type: ignore[attr-defined]
+    assert secrets == ["secret-a", "secret-b", "secret-a"]
+    assert a.headers != b.headers and a.headers == c.headers  # type: ignore[attr-defined]
+
+
+def test_values_are_not_shared_across_parses() -> None:
+    first = parse_config(http_check("a"), {})
+    second = parse_config(http_check("a"), {})
+    assert first.checks[0].expect_status is not second.checks[0].expect_status  # type: ignore[attr-defined]
+
+
+def test_interpolation_in_nested_tables_and_arrays() -> None:
+    extra = 'labels = { team = "${TEAM}" }\nmetrics = { depth = "a.${KEY:-b}.c" }\n'
+    text = http_check("a", extra).replace('{ status = "ok" }', '{ deep = { list = ["${V}", 2, "x"] } }')
+    config = parse_config(text, {"TEAM": "core", "V": "ok"})
+    check = config.checks[0]
+    assert check.expect_json == {"deep": {"list": ["ok", 2, "x"]}}  # type: ignore[attr-defined]
+    assert check.labels == {"team": "core"}
+    assert check.metrics == {"depth": "a.b.c"}  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, {"TEAM": "core"})
+    assert info.value.errors == ["checks[0].expect_json.deep.list[0]: environment variable V is not set"]
+
+
+def test_interpolate_copies_only_what_changes() -> None:
+    raw = {"a": {"b": ["x", "${V}", {"c": "${W:-w}"}]}, "same": {"d": ["y", 1]}, "n": 3}
+    before = copy.deepcopy(raw)
+    errors: dict[str, str] = {}
+    out = _interpolate(raw, {"V": "v"}, (), errors)
+    assert out == {"a": {"b": ["x", "v", {"c": "w"}]}, "same": {"d": ["y", 1]}, "n": 3}
+    assert raw == before and errors == {}
+    assert out is not raw and out["same"] is raw["same"] and out["a"]["b"][0] is raw["a"]["b"][0]
+    assert _interpolate(raw["same"], {}, (), errors) is raw["same"]
+
+
+def test_monitor_defaults_fill_checks_without_their_own() -> None:
+    text = (
+        '[monitor]\ndefault_interval = "45s"\ndefault_timeout = "3s"\n'
+        + http_check("a")
+        + http_check("b", 'interval = "5s"\ntimeout = 2\n')
+    )
+    a, b = parse_config(text, {}).checks
+    assert (a.interval, a.timeout) == (45.0, 3.0)
+    assert (b.interval, b.timeout) == (5.0, 2.0)
