@@ -11,9 +11,8 @@ import resource
 import secrets
 import socket
 import time
-from array import array
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -64,24 +63,6 @@ def new_http_session() -> aiohttp.ClientSession:
     )
 
 
-class RunHistory:
-    """A check's last HISTORY_RUNS runs as (time, up) for the status page, in a flat array of
-    doubles: a failed run's time is stored negated (0.2 KB a check instead of 2 KB of tuples)."""
-
-    __slots__ = ("_runs",)
-
-    def __init__(self) -> None:
-        self._runs = array("d")
-
-    def add(self, now: float, up: bool) -> None:
-        self._runs.append(now if up else -now)
-        if len(self._runs) > HISTORY_RUNS:
-            del self._runs[0]
-
-    def __iter__(self) -> Iterator[tuple[float, bool]]:
-        return ((abs(t), t > 0) for t in self._runs)
-
-
 @dataclass(slots=True)
 class CheckRuntime:
     """One scheduled check with its evaluation and latest run."""
@@ -91,8 +72,37 @@ class CheckRuntime:
     last: CheckResult | None = None
     last_run: float | None = None
     suppressed: str | None = None  # set by alerting: maintenance|silence|dependency
-    history: RunHistory = field(default_factory=RunHistory)
-    series: CheckSeries | None = None  # its metric children, set by the daemon
+    series: CheckSeries | None = None  # its metric counters, set by the daemon
+    # Samples of earlier runs that the latest run lacks (a failed run has no status_code):
+    # monitor_check_value keeps showing their last value. None in the common case.
+    earlier: dict[str, float] | None = None
+
+    def record(self, result: CheckResult, now: float) -> None:
+        last = self.last
+        if last is not None and last.samples.keys() != result.samples.keys():
+            earlier = {**(self.earlier or {}), **last.samples}
+            self.earlier = {k: v for k, v in earlier.items() if k not in result.samples} or None
+        self.last, self.last_run = result, now
+
+    # SeriesSource: the gauges of monitor_check_up/value and monitor_alert_state, read when scraped.
+    def metric_up(self) -> float | None:
+        return None if self.last is None else (1.0 if self.last.up else 0.0)
+
+    def metric_values(self) -> dict[str, float]:
+        last = self.last
+        if last is None:
+            return {}
+        up = 1.0 if last.up else 0.0
+        return {
+            "up": up,
+            "latency_ms": last.latency_ms,
+            **(self.earlier or {}),
+            **last.samples,
+            **self.evaluator.derived,
+        }
+
+    def alert_levels(self) -> dict[str, float]:
+        return self.evaluator.levels()
 
     def status(self) -> Status:
         if self.last is None or self.last.outcome == "error":
@@ -105,7 +115,7 @@ class CheckRuntime:
         samples: dict[str, float] = {}
         if last is not None:
             samples = {**last.all_samples(), **self.evaluator.derived}
-        extra = {"history": [(iso(t), ok) for t, ok in self.history]} if history else {}
+        extra = {"history": [(iso(t), ok) for t, ok in self.evaluator.window.history()]} if history else {}
         return {
             **extra,
             "name": self.check.name,
@@ -154,9 +164,9 @@ async def run_once(
         runtimes = build_runtimes(config, CheckDeps(http=session), names, single_run=True)
 
         async def one(rt: CheckRuntime) -> None:
-            rt.last = await run_check(rt.check)
-            rt.last_run = clock.now()
-            rt.evaluator.observe(rt.last, rt.last_run)
+            result, now = await run_check(rt.check), clock.now()
+            rt.record(result, now)
+            rt.evaluator.observe(result, now)
 
         async with asyncio.TaskGroup() as group:
             for rt in runtimes.values():
@@ -199,7 +209,7 @@ def alert_policy(config: Config, runtimes: dict[str, CheckRuntime]) -> AlertPoli
             name=name,
             type=rt.check.type,
             target=rt.check.target(),
-            labels=dict(rt.check.config.labels),
+            labels=rt.check.config.labels,  # read-only: alerting copies what it keeps
             runbook=rt.check.config.runbook,
             depends_on=tuple(rt.check.config.depends_on),
         )
@@ -439,26 +449,12 @@ class Daemon:
     async def _record(self, rt: CheckRuntime, result: CheckResult, now: float) -> None:
         check = rt.check
         was_up = None if rt.last is None else rt.last.up
-        rt.last, rt.last_run = result, now
-        rt.history.add(now, result.up)
+        rt.record(result, now)
         series = rt.series
         if series is None:
-            series = rt.series = self.metrics.series(check.name, check.type)
-        up = 1.0 if result.up else 0.0
-        series.up = up
-        series.observe(result.latency_ms / 1000)
-        series.count_run(result.outcome)
-        values = series.values
-        values["up"] = up
-        values["latency_ms"] = result.latency_ms
-        values.update(result.samples)
-        evaluated = rt.evaluator.observe(result, now)
-        values.update(rt.evaluator.derived)
-        breaching = False
-        for status in evaluated:
-            firing = status.state is RowState.WARNING or status.state is RowState.CRITICAL
-            series.states[status.row.metric] = float(status.level) if firing else 0.0
-            breaching = breaching or status.state is not RowState.OK
+            series = rt.series = self.metrics.series(check.name, check.type, rt)
+        series.observe(result.latency_ms / 1000, result.outcome)
+        breaching = rt.evaluator.observe(result, now)
         if was_up is not result.up:
             if result.up:
                 if was_up is not None:  # a first run that succeeds changes nothing worth a line
@@ -468,8 +464,7 @@ class Daemon:
         if self.alerts is None:
             return
         if breaching or self.alerts.active:
-            rows = [CheckEvaluator.handoff(s) for s in evaluated]
-            await self.alerts.observe(check.name, rows, result.reason, now)
+            await self.alerts.observe(check.name, rt.evaluator.evaluations(), result.reason, now)
         else:  # the common case, all clear: only the time of this evaluation matters to alerting
             self.alerts.seen(check.name, now)
 
@@ -477,8 +472,8 @@ class Daemon:
         rt = self.runtimes.get(name)
         if rt is not None:
             if rt.series is None:
-                rt.series = self.metrics.series(name, rt.check.type)
-            rt.series.count_run("skipped")
+                rt.series = self.metrics.series(name, rt.check.type, rt)
+            rt.series.count_skipped()
             log.debug("run skipped: previous run still going", extra={"check": name})
 
     def _notified(self, notifier: str, outcome: str) -> None:

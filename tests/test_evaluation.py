@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import textwrap
 
 from monitor.config import ThresholdRow, parse_config
-from monitor.evaluation import CheckEvaluator, percentile
+from monitor.evaluation import HISTORY_RUNS, CheckEvaluator, percentile
 from monitor.models import CheckResult, Level, RowState
 from tests.fakes.clock import FakeClock
 
@@ -162,3 +163,56 @@ def test_single_run_ignores_trigger_after() -> None:
     ev = CheckEvaluator("api", rows_from(""), single_run=True)
     ev.observe(failed(), 0)
     assert ev.statuses["up"].state is RowState.CRITICAL
+
+
+def test_window_keeps_span_and_history_over_days_of_runs() -> None:
+    """Times are kept as small offsets that move forward: after two days of runs every 10 s the
+    p95 still covers exactly the last 5 minutes and the history has each run's time to the ms."""
+    clock = FakeClock(1_795_000_000.123)
+    ev = CheckEvaluator("api", rows_from(P95_ROWS))
+    runs: list[tuple[float, float]] = []
+    for i in range(2 * 8640):
+        latency = 100.0 + (i * 37) % 500 + 0.25
+        ev.observe(ok(latency) if i % 7 else failed(), clock.now())
+        runs.append((clock.now(), latency if i % 7 else math.nan))
+        clock.advance(10 + (i % 3) * 0.0137)  # a real loop's jitter: not whole seconds
+    now = runs[-1][0]
+    in_window = sorted(lat for t, lat in runs if t > now - 300 and lat == lat)
+    assert ev.derived["latency_p95_ms"] == percentile(in_window, 95)
+    history = list(ev.window.history())
+    assert len(history) == HISTORY_RUNS
+    for (t, up), (t_run, lat) in zip(history, runs[-HISTORY_RUNS:], strict=True):
+        assert abs(t - t_run) < 0.001
+        assert up is (lat == lat)
+
+
+def test_history_outlives_a_short_window() -> None:
+    """A check without window rows, or with a window shorter than its last runs, still shows
+    its last HISTORY_RUNS runs on the status page."""
+    clock = FakeClock()
+    ev = CheckEvaluator("api", rows_from(""))
+    for i in range(HISTORY_RUNS + 5):
+        ev.observe(ok(10) if i % 2 else failed(), clock.now())
+        clock.advance(60)
+    history = list(ev.window.history())
+    assert len(history) == HISTORY_RUNS
+    assert [up for _, up in history] == [bool(i % 2) for i in range(5, HISTORY_RUNS + 5)]
+    assert history[-1][0] == clock.now() - 60
+
+
+def test_resolved_row_is_handed_off_as_ok_with_its_value() -> None:
+    """Rows that are ok keep only their value; alerting still gets them, so it can resolve."""
+    clock = FakeClock()
+    ev = CheckEvaluator("api", rows_from(""))
+    for _ in range(2):
+        assert ev.observe(failed(), clock.now()) is True
+        clock.advance(10)
+    assert ev.levels()["up"] == 2.0
+    assert ev.observe(ok(10), clock.now()) is False
+    by_metric = {e.metric: e for e in ev.evaluations()}
+    assert by_metric["up"].state is RowState.OK
+    assert by_metric["up"].value == 1.0
+    assert by_metric["up"].since is None
+    assert ev.statuses["up"].state is RowState.OK
+    assert ev.levels()["up"] == 0.0
+    assert ev.worst() is Level.OK

@@ -81,8 +81,9 @@ class Harness:
     async def run(self, check: str, result: CheckResult) -> None:
         """One run of `check` with this result, evaluated, observed, and due notifications delivered."""
         now = self.clock.now()
-        rows = [CheckEvaluator.handoff(s) for s in self.evaluators[check].observe(result, now)]
-        await self.manager.observe(check, rows, result.reason, now)
+        evaluator = self.evaluators[check]
+        evaluator.observe(result, now)
+        await self.manager.observe(check, evaluator.evaluations(), result.reason, now)
         await self.deliver()
 
     async def advance(self, seconds: float, step: float = 60.0) -> None:
