@@ -179,6 +179,24 @@ Secret = Annotated[SecretStr, PlainSerializer(lambda _: MASK, return_type=str)]
 
 
 _FIELD_SETS: dict[frozenset[str], set[str]] = {}
+# Per model class, a plain class whose instances' attribute dicts share one key table.
+_KEY_SHARING: dict[type, type] = {}
+
+
+def _key_sharing_dict(model: type, values: dict[str, Any]) -> dict[str, Any]:
+    """An equal dict that shares its key table with every other of the same model class.
+
+    CPython keeps a plain object's attributes as values against its class's key table; the dict
+    made from such an object keeps that split form: 0.3 KB where pydantic's own dict of 17
+    fields is 0.5 KB. Any CPython that does not split is merely not smaller.
+    """
+    holder_type = _KEY_SHARING.get(model)
+    if holder_type is None:
+        holder_type = _KEY_SHARING[model] = type(f"{model.__name__}Fields", (), {"__module__": __name__})
+    holder = holder_type()
+    for key, value in values.items():
+        setattr(holder, key, value)
+    return holder.__dict__
 
 
 class ConfigModel(BaseModel):
@@ -191,3 +209,4 @@ class ConfigModel(BaseModel):
         # ~0.7 KB per check (15 MB at 20,000 checks).
         given = self.__pydantic_fields_set__
         object.__setattr__(self, "__pydantic_fields_set__", _FIELD_SETS.setdefault(frozenset(given), given))
+        object.__setattr__(self, "__dict__", _key_sharing_dict(type(self), self.__dict__))
