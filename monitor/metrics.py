@@ -76,12 +76,16 @@ class CheckSeries:
     """One check's counters as one flat array of doubles (0.2 KB a check, where dicts of floats
     took 0.8 KB), and its gauges read from `source` when scraped."""
 
-    __slots__ = ("_labels", "check", "counts", "source", "type")
+    __slots__ = ("check", "counts", "source", "type")
 
     def __init__(self, check: str, type_: str, source: SeriesSource) -> None:
         self.check, self.type, self.source = check, type_, source
-        self._labels = f'check="{_label(check)}",type="{_label(type_)}"'
         self.counts = array("d", bytes(8 * (_RUNS + len(RUN_RESULTS))))
+
+    @property
+    def labels(self) -> str:
+        """Made when scraped rather than kept: 0.1 KB a check, against ~1 us per scrape."""
+        return f'check="{_label(self.check)}",type="{_label(self.type)}"'
 
     def observe(self, seconds: float, result: str) -> None:
         """One run: its duration and its result (a plugin's own outcome counts as a failure)."""
@@ -157,7 +161,7 @@ class Metrics:
         yield "# TYPE monitor_check_up gauge\n"
         for s in all_series:
             if (up := s.source.metric_up()) is not None:
-                yield f"monitor_check_up{{{s._labels}}} {_num(up)}\n"
+                yield f"monitor_check_up{{{s.labels}}} {_num(up)}\n"
         yield "# HELP monitor_check_duration_seconds Duration of check runs.\n"
         yield "# TYPE monitor_check_duration_seconds histogram\n"
         for s in all_series:
@@ -166,9 +170,9 @@ class Metrics:
         yield "# HELP monitor_check_runs_total Check runs by result (success|failure|timeout|error|skipped)\n"
         yield "# TYPE monitor_check_runs_total counter\n"
         for s in all_series:
-            runs = s.counts[_RUNS:]
+            labels, runs = s.labels, s.counts[_RUNS:]
             yield "".join(
-                f'monitor_check_runs_total{{{s._labels},result="{result}"}} {_num(n)}\n'
+                f'monitor_check_runs_total{{{labels},result="{result}"}} {_num(n)}\n'
                 for result, n in zip(RUN_RESULTS, runs, strict=True)
                 if n
             )
@@ -184,13 +188,13 @@ class Metrics:
 
 def _histogram(s: CheckSeries) -> str:
     lines = []
-    counts = s.counts
+    counts, labels = s.counts, s.labels
     cumulative = 0.0
     for le, n in zip(_BUCKET_LE, counts[:_COUNT], strict=True):
         cumulative += n
-        lines.append(f'monitor_check_duration_seconds_bucket{{{s._labels},le="{le}"}} {_num(cumulative)}\n')
-    lines.append(f"monitor_check_duration_seconds_count{{{s._labels}}} {_num(counts[_COUNT])}\n")
-    lines.append(f"monitor_check_duration_seconds_sum{{{s._labels}}} {_num(counts[_SUM])}\n")
+        lines.append(f'monitor_check_duration_seconds_bucket{{{labels},le="{le}"}} {_num(cumulative)}\n')
+    lines.append(f"monitor_check_duration_seconds_count{{{labels}}} {_num(counts[_COUNT])}\n")
+    lines.append(f"monitor_check_duration_seconds_sum{{{labels}}} {_num(counts[_SUM])}\n")
     return "".join(lines)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import heapq
-import itertools
 import logging
 import math
 import zlib
@@ -39,6 +38,10 @@ class _Job:
         self.interval_s = interval_s
         self.due = due  # loop time of the next run
 
+    def __lt__(self, other: _Job) -> bool:
+        """Only heap entries due at the same instant compare jobs: by name, deterministically."""
+        return self.name < other.name
+
 
 class Scheduler:
     """Calls `run(name)` every interval of each added check, as a task of its own.
@@ -66,8 +69,7 @@ class Scheduler:
         # Runs in progress by check, kept by name: a run of a replaced definition still counts.
         # (A finished task is not kept: it holds ~0.5 KB until the next run.)
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._heap: list[tuple[float, int, _Job]] = []  # (due, tie-breaker, job); stale entries skipped
-        self._order = itertools.count()
+        self._heap: list[tuple[float, _Job]] = []  # (due, job); stale entries skipped
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None  # set for the earliest due run
 
@@ -101,7 +103,7 @@ class Scheduler:
         return self._jobs[name].due
 
     def _push(self, job: _Job) -> None:
-        heapq.heappush(self._heap, (job.due, next(self._order), job))
+        heapq.heappush(self._heap, (job.due, job))
         if self._timer is None or job.due < self._timer.when():
             self._arm()
 
@@ -123,7 +125,7 @@ class Scheduler:
         now = loop.time()
         heap = self._heap
         while heap and heap[0][0] <= now + _EARLY_S:
-            _, _, job = heapq.heappop(heap)
+            _, job = heapq.heappop(heap)
             if self._jobs.get(job.name) is job:  # else removed or replaced since it was pushed
                 self._fire(job, now, loop)
         self._arm()
@@ -139,7 +141,7 @@ class Scheduler:
         job.due += job.interval_s
         if job.due <= now:
             job.due += math.ceil((now - job.due) / job.interval_s + 1e-9) * job.interval_s
-        heapq.heappush(self._heap, (job.due, next(self._order), job))
+        heapq.heappush(self._heap, (job.due, job))
 
     def _finished(self, name: str, task: asyncio.Task[None]) -> None:
         if self._running.get(name) is task:
