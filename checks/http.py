@@ -285,6 +285,8 @@ class HttpCheck(Check):
     kept for plugins): a fraction of the CPU per run, the same behaviour.
     """
 
+    __slots__ = ("_body_re", "_request", "_wants_json")
+
     type: ClassVar[str] = "http"
     config_model: ClassVar[type[CheckConfig]] = HttpCheckConfig
     config: HttpCheckConfig
@@ -293,13 +295,12 @@ class HttpCheck(Check):
         super().__init__(config, deps)
         self._body_re = re.compile(config.expect_body) if config.expect_body is not None else None
         self._wants_json = config.expect_json is not None or bool(config.metrics)
-        self._keeps_body = self._wants_json or self._body_re is not None
         self._request = PreparedRequest(
             config.method,
             config.url,
             {name: value.get_secret_value() for name, value in config.headers.items()},
             tls_verify=config.tls_verify,
-            keep_body=self._keeps_body,
+            keep_body=self._wants_json or self._body_re is not None,
             max_body=config.max_body,
         )
 

@@ -73,6 +73,8 @@ class TcpCheckConfig(CheckConfig):
 class TcpCheck(Check):
     """Opens one TCP connection; `connect_ms` includes name resolution."""
 
+    __slots__ = ()
+
     type: ClassVar[str] = "tcp"
     config_model: ClassVar[type[CheckConfig]] = TcpCheckConfig
     config: TcpCheckConfig

@@ -7,6 +7,8 @@ import json
 import re
 import ssl
 import time
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import SecretStr, field_validator
@@ -69,6 +71,24 @@ def _tls_context(verify: bool) -> ssl.SSLContext:
     return context
 
 
+@functools.cache
+def _shared_options(tls_verify: bool | None) -> Mapping[str, Any]:
+    """What `connect()` gets besides the URL, one mapping for all checks without headers.
+
+    `tls_verify` is None for a ws:// URL: no `ssl` option then, so a redirect to wss:// still
+    gets websockets' default context.
+    """
+    options: dict[str, Any] = {
+        "open_timeout": None,  # run_check owns the one deadline of a run
+        "close_timeout": _CLOSE_TIMEOUT_S,
+        "ping_interval": None,  # a run is short: no keepalive task to leave behind
+        "proxy": None,  # measure the target itself, as the HTTP check does (trust_env off)
+    }
+    if tls_verify is not None:
+        options["ssl"] = _tls_context(tls_verify)
+    return MappingProxyType(options)
+
+
 def _quote(text: str) -> str:
     shown = text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 1] + "…"
     return json.dumps(shown, ensure_ascii=False)
@@ -81,6 +101,8 @@ class WebSocketCheck(Check):
     answer every message, and waiting would turn a healthy target into a timeout.
     """
 
+    __slots__ = ("_expect", "_options")
+
     type: ClassVar[str] = "websocket"
     config_model: ClassVar[type[CheckConfig]] = WebSocketCheckConfig
     config: WebSocketCheckConfig
@@ -92,15 +114,10 @@ class WebSocketCheck(Check):
 
         super().__init__(config, deps)
         self._expect = re.compile(config.expect) if config.expect is not None else None
-        options: dict[str, Any] = {
-            "additional_headers": {k: v.get_secret_value() for k, v in config.headers.items()},
-            "open_timeout": None,  # run_check owns the one deadline of a run
-            "close_timeout": _CLOSE_TIMEOUT_S,
-            "ping_interval": None,  # a run is short: no keepalive task to leave behind
-            "proxy": None,  # measure the target itself, as the HTTP check does (trust_env off)
-        }
-        if config.url.lower().startswith("wss:"):
-            options["ssl"] = _tls_context(config.tls_verify)
+        options = _shared_options(config.tls_verify if config.url.lower().startswith("wss:") else None)
+        if config.headers:
+            headers = {k: v.get_secret_value() for k, v in config.headers.items()}
+            options = {**options, "additional_headers": headers}
         self._options = options
 
     def target(self) -> str:

@@ -751,6 +751,21 @@ async def test_307_keeps_the_method(raw: RawServers) -> None:
     assert (result.up, result.reason) == (True, None)
 
 
+async def test_https_redirect_is_followed_over_tls_as_configured(
+    servers: LoopbackServers, tls_ca: trustme.CA
+) -> None:
+    async def moved(_request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/health")
+
+    context = tls_server_context(tls_ca, valid_for=timedelta(days=30))
+    base = await servers.http({"/old": moved, "/health": json_handler({"status": "ok"})}, ssl_context=context)
+
+    result = await run_check(make_check(f"{base}/old", tls_verify=False, expect_json={"status": "ok"}))
+
+    assert (result.up, result.reason) == (True, None)
+    assert result.samples["tls_days_left"] in {29, 30}
+
+
 # ---------------------------------------------------------------- cancellation
 
 

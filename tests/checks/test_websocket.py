@@ -101,6 +101,25 @@ async def test_headers_are_sent(servers: LoopbackServers) -> None:
     assert seen == [SECRET]
 
 
+async def test_headers_over_tls_are_sent_only_by_the_check_that_has_them(
+    servers: LoopbackServers, tls_ca: trustme.CA
+) -> None:
+    seen: list[str | None] = []
+
+    def record(connection: ServerConnection, request: Request) -> Response | None:
+        seen.append(request.headers.get("Authorization"))
+        return None
+
+    url = await servers.websocket(ping_pong, ssl_context=tls_server_context(tls_ca), process_request=record)
+    with_headers = make_check(url, tls_verify=False, headers={"Authorization": SECRET})
+    without = make_check(url, tls_verify=False)
+
+    results = [await run_check(with_headers), await run_check(without), await run_check(with_headers)]
+
+    assert [(r.up, r.reason) for r in results] == [(True, None)] * 3
+    assert seen == [SECRET, None, SECRET]
+
+
 async def test_handshake_refused(servers: LoopbackServers) -> None:
     def forbid(connection: ServerConnection, request: Request) -> Response:
         return connection.respond(HTTPStatus.FORBIDDEN, "forbidden\n")
