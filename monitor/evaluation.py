@@ -184,13 +184,12 @@ class CheckEvaluator:
 
     def observe(self, result: CheckResult, now: float) -> bool:
         """Evaluate one run; True when a row that applied to it is not ok (pending included)."""
-        samples = result.all_samples()
         window = self.window
         window.add(now, result)
         values, opened = self._values, self._open
         evaluated, not_ok = 0, False
         for i, (metric, row) in enumerate(self.rows.items()):
-            value = window.derived(metric, row.window_s, now) if metric in DERIVED else samples.get(metric)
+            value = window.derived(metric, row.window_s, now) if metric in DERIVED else result.sample(metric)
             if value is None:
                 continue  # the run did not produce it: the row's state stays as it was
             evaluated |= 1 << i

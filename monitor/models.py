@@ -66,6 +66,14 @@ class CheckResult:
     ) -> CheckResult:
         return cls(False, latency_ms, samples, reason, outcome)
 
+    def sample(self, metric: str) -> float | None:
+        """One of `all_samples()`, without building the dict."""
+        if metric == "up":
+            return 1.0 if self.up else 0.0
+        if metric == "latency_ms":
+            return self.latency_ms
+        return self.samples.get(metric)
+
     def all_samples(self) -> dict[str, float]:
         """`up` and `latency_ms` plus the type-specific samples."""
         return {"up": 1.0 if self.up else 0.0, "latency_ms": self.latency_ms, **self.samples}
