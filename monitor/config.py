@@ -150,17 +150,17 @@ class Config(ConfigModel):
     cluster: ClusterConfig = ClusterConfig()
 
     _rows: dict[str, dict[str, ThresholdRow]] = PrivateAttr(default_factory=dict)
-    _by_name: dict[str, CheckConfig] = PrivateAttr(default_factory=dict)
 
     def rows_for(self, check: str) -> dict[str, ThresholdRow]:
         """The threshold rows of one check after built-in, global and per-check merging."""
         return self._rows[check]
 
     def check(self, name: str) -> CheckConfig:
-        by_name = self._by_name
-        if not by_name:
-            by_name = self._by_name = {c.name: c for c in self.checks}
-        return by_name[name]
+        """One check's config (a scan: callers that need many build their own index)."""
+        for check in self.checks:
+            if check.name == name:
+                return check
+        raise KeyError(name)
 
 
 # ---------------------------------------------------------------- loading

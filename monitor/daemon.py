@@ -11,7 +11,7 @@ import resource
 import secrets
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -64,18 +64,28 @@ def new_http_session() -> aiohttp.ClientSession:
 
 
 @dataclass(slots=True)
-class CheckRuntime:
-    """One scheduled check with its evaluation and latest run."""
+class CheckRuntime(CheckSeries):
+    """One scheduled check with its evaluation, latest run and metric series."""
 
     check: Check
     evaluator: CheckEvaluator
     last: CheckResult | None = None
     last_run: float | None = None
     suppressed: str | None = None  # set by alerting: maintenance|silence|dependency
-    series: CheckSeries | None = None  # its metric counters, set by the daemon
     # Samples of earlier runs that the latest run lacks (a failed run has no status_code):
     # monitor_check_value keeps showing their last value. None in the common case.
     earlier: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        CheckSeries.__init__(self)
+
+    @property
+    def series_check(self) -> str:
+        return self.check.name
+
+    @property
+    def series_type(self) -> str:
+        return self.check.type
 
     def record(self, result: CheckResult, now: float) -> None:
         last = self.last
@@ -140,10 +150,11 @@ def build_runtimes(
     types = check_types()
     wanted = set(names) if names is not None else None
     runtimes: dict[str, CheckRuntime] = {}
+    by_name = {c.name: c for c in config.checks}
     for name in dependency_order(config):
         if wanted is not None and name not in wanted:
             continue
-        cfg = config.check(name)
+        cfg = by_name[name]
         check = types[cfg.type](cfg, deps)
         runtimes[name] = CheckRuntime(check, CheckEvaluator(name, config.rows_for(name), single_run))
     return runtimes
@@ -284,7 +295,6 @@ class Daemon:
         self.config_path = config_path
         self.clock = clock or SystemClock()
         self.metrics = Metrics(registry)
-        self.metrics_text = self.metrics.render
         self.store: Store = make_store(config.monitor.state)
         self.runtimes: dict[str, CheckRuntime] = {}
         self.scheduler = Scheduler(self._run, self.metrics.scheduler_lag.observe, self._skipped)
@@ -412,8 +422,9 @@ class Daemon:
                 fresh[name] = rt
                 continue
             if kept is None:
-                self.scheduler.remove(name)
-                self.metrics.forget_check(name)
+                self.scheduler.remove(name)  # its series go with it: Grafana does not show it stale
+            elif kept.check.type == rt.check.type:
+                kept.counts = rt.counts  # a redefined check's counters go on
         for name, rt in fresh.items():
             if self.runtimes.get(name) is not rt:
                 self.scheduler.add(name, rt.check.config.interval)
@@ -450,10 +461,7 @@ class Daemon:
         check = rt.check
         was_up = None if rt.last is None else rt.last.up
         rt.record(result, now)
-        series = rt.series
-        if series is None:
-            series = rt.series = self.metrics.series(check.name, check.type, rt)
-        series.observe(result.latency_ms / 1000, result.outcome)
+        rt.observe(result.latency_ms / 1000, result.outcome)
         breaching = rt.evaluator.observe(result, now)
         if was_up is not result.up:
             if result.up:
@@ -471,9 +479,7 @@ class Daemon:
     def _skipped(self, name: str) -> None:
         rt = self.runtimes.get(name)
         if rt is not None:
-            if rt.series is None:
-                rt.series = self.metrics.series(name, rt.check.type, rt)
-            rt.series.count_skipped()
+            rt.count_skipped()
             log.debug("run skipped: previous run still going", extra={"check": name})
 
     def _notified(self, notifier: str, outcome: str) -> None:
@@ -501,6 +507,9 @@ class Daemon:
 
     def now(self) -> float:
         return self.clock.now()
+
+    def metrics_text(self) -> Iterator[str]:
+        return self.metrics.render(self.runtimes.values())
 
     def checks_view(self, history: bool = False) -> dict[str, Any]:
         if self.alerts is not None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import bisect
 import math
+from abc import ABC, abstractmethod
 from array import array
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -61,31 +61,38 @@ _SUM = _COUNT + 1
 _RUNS = _SUM + 1
 
 
-class SeriesSource(Protocol):
-    """Where a check's gauges are read at scrape time (its latest run and evaluation), so that
-    they are not kept a second time per check."""
+class CheckSeries(ABC):
+    """A check as /metrics shows it. Its counters are kept here, in one flat array of doubles
+    (0.2 KB a check, where dicts of floats took 0.8 KB); its gauges are read from its latest run
+    and evaluation when scraped, not kept a second time. The daemon's per-check runtime is one,
+    so that nothing is kept per check on the metrics side."""
 
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        self.counts = array("d", bytes(8 * (_RUNS + len(RUN_RESULTS))))
+
+    @property
+    @abstractmethod
+    def series_check(self) -> str: ...
+
+    @property
+    @abstractmethod
+    def series_type(self) -> str: ...
+
+    @abstractmethod
     def metric_up(self) -> float | None: ...
 
+    @abstractmethod
     def metric_values(self) -> dict[str, float]: ...
 
+    @abstractmethod
     def alert_levels(self) -> dict[str, float]: ...
-
-
-class CheckSeries:
-    """One check's counters as one flat array of doubles (0.2 KB a check, where dicts of floats
-    took 0.8 KB), and its gauges read from `source` when scraped."""
-
-    __slots__ = ("check", "counts", "source", "type")
-
-    def __init__(self, check: str, type_: str, source: SeriesSource) -> None:
-        self.check, self.type, self.source = check, type_, source
-        self.counts = array("d", bytes(8 * (_RUNS + len(RUN_RESULTS))))
 
     @property
     def labels(self) -> str:
         """Made when scraped rather than kept: 0.1 KB a check, against ~1 us per scrape."""
-        return f'check="{_label(self.check)}",type="{_label(self.type)}"'
+        return f'check="{_label(self.series_check)}",type="{_label(self.series_type)}"'
 
     def observe(self, seconds: float, result: str) -> None:
         """One run: its duration and its result (a plugin's own outcome counts as a failure)."""
@@ -104,7 +111,6 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self._series: dict[str, CheckSeries] = {}
         r = self.registry
         self.alerts_firing = Gauge(
             "monitor_alerts_firing", "Alerts firing now, by severity.", ["severity"], registry=r
@@ -136,54 +142,42 @@ class Metrics:
         for result in ("success", "failure"):
             self.config_reloads.labels(result)
 
-    def series(self, check: str, type_: str, source: SeriesSource) -> CheckSeries:
-        """The check's series; a redefined check of the same type keeps its counters."""
-        found = self._series.get(check)
-        if found is None or found.type != type_:
-            found = self._series[check] = CheckSeries(check, type_, source)
-        found.source = source
-        return found
-
-    def forget_check(self, check: str) -> None:
-        """Drop a removed check's series so Grafana does not show it as stale forever."""
-        self._series.pop(check, None)
-
-    def render(self) -> Iterator[str]:
+    def render(self, checks: Iterable[CheckSeries]) -> Iterator[str]:
         """The whole exposition (text format 0.0.4) in parts, one family's samples of one check
         each: whoever writes it out may yield to the event loop between any two parts."""
         yield generate_latest(self.registry).decode()
-        yield from self._check_lines()
+        yield from _check_lines(list(checks))
 
-    def _check_lines(self) -> Iterator[str]:
-        # Each part is joined before it is yielded: a run may change a check's state during a pause.
-        all_series = list(self._series.values())
-        yield "# HELP monitor_check_up 1 if the check's last run succeeded, else 0.\n"
-        yield "# TYPE monitor_check_up gauge\n"
-        for s in all_series:
-            if (up := s.source.metric_up()) is not None:
-                yield f"monitor_check_up{{{s.labels}}} {_num(up)}\n"
-        yield "# HELP monitor_check_duration_seconds Duration of check runs.\n"
-        yield "# TYPE monitor_check_duration_seconds histogram\n"
-        for s in all_series:
-            if s.counts[_COUNT]:
-                yield _histogram(s)
-        yield "# HELP monitor_check_runs_total Check runs by result (success|failure|timeout|error|skipped)\n"
-        yield "# TYPE monitor_check_runs_total counter\n"
-        for s in all_series:
-            labels, runs = s.labels, s.counts[_RUNS:]
-            yield "".join(
-                f'monitor_check_runs_total{{{labels},result="{result}"}} {_num(n)}\n'
-                for result, n in zip(RUN_RESULTS, runs, strict=True)
-                if n
-            )
-        yield "# HELP monitor_check_value Last value of every sample metric of a check.\n"
-        yield "# TYPE monitor_check_value gauge\n"
-        for s in all_series:
-            yield _by_metric("monitor_check_value", s.check, s.source.metric_values())
-        yield "# HELP monitor_alert_state 0 ok, 1 warning, 2 critical, per check and threshold row.\n"
-        yield "# TYPE monitor_alert_state gauge\n"
-        for s in all_series:
-            yield _by_metric("monitor_alert_state", s.check, s.source.alert_levels())
+
+def _check_lines(all_series: list[CheckSeries]) -> Iterator[str]:
+    # Each part is joined before it is yielded: a run may change a check's state during a pause.
+    yield "# HELP monitor_check_up 1 if the check's last run succeeded, else 0.\n"
+    yield "# TYPE monitor_check_up gauge\n"
+    for s in all_series:
+        if (up := s.metric_up()) is not None:
+            yield f"monitor_check_up{{{s.labels}}} {_num(up)}\n"
+    yield "# HELP monitor_check_duration_seconds Duration of check runs.\n"
+    yield "# TYPE monitor_check_duration_seconds histogram\n"
+    for s in all_series:
+        if s.counts[_COUNT]:
+            yield _histogram(s)
+    yield "# HELP monitor_check_runs_total Check runs by result (success|failure|timeout|error|skipped)\n"
+    yield "# TYPE monitor_check_runs_total counter\n"
+    for s in all_series:
+        labels, runs = s.labels, s.counts[_RUNS:]
+        yield "".join(
+            f'monitor_check_runs_total{{{labels},result="{result}"}} {_num(n)}\n'
+            for result, n in zip(RUN_RESULTS, runs, strict=True)
+            if n
+        )
+    yield "# HELP monitor_check_value Last value of every sample metric of a check.\n"
+    yield "# TYPE monitor_check_value gauge\n"
+    for s in all_series:
+        yield _by_metric("monitor_check_value", s.series_check, s.metric_values())
+    yield "# HELP monitor_alert_state 0 ok, 1 warning, 2 critical, per check and threshold row.\n"
+    yield "# TYPE monitor_alert_state gauge\n"
+    for s in all_series:
+        yield _by_metric("monitor_alert_state", s.series_check, s.alert_levels())
 
 
 def _histogram(s: CheckSeries) -> str:

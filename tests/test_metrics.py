@@ -27,7 +27,7 @@ CONFIG = textwrap.dedent(
 
 
 def scrape(daemon: Daemon) -> Samples:
-    text = "".join(daemon.metrics.render())
+    text = "".join(daemon.metrics_text())
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)

@@ -72,6 +72,37 @@ async def test_reload_adopts_changes_and_keeps_unchanged_checks(tmp_path: Path, 
         await daemon.stop()
 
 
+def runs_total(metrics: str, check: str) -> float:
+    """All runs of `check` counted in a /metrics text (0 when it has no series)."""
+    prefix = f'monitor_check_runs_total{{check="{check}",'
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(prefix))
+
+
+async def test_reload_keeps_a_redefined_checks_counters_and_drops_a_removed_checks_series(
+    tmp_path: Path, target: int
+) -> None:
+    path = tmp_path / "monitor.toml"
+    path.write_text(BASE.format(port=0, target=target) + EXTRA.format(name="old", target=target))
+    daemon = Daemon(load_config(path), registry=CollectorRegistry(), config_path=str(path))
+    await daemon.start()
+    url = f"http://127.0.0.1:{daemon.bound_port}/metrics"
+    try:
+        text = await poll(
+            url, lambda t: runs_total(t, "keep") >= 3 and runs_total(t, "old") >= 1, as_json=False
+        )
+        before = runs_total(text, "keep")
+        redefined = BASE.format(port=0, target=target).replace('interval = "0.2s"', 'interval = "0.3s"')
+        path.write_text(redefined)
+        assert await daemon.reload()
+        assert daemon.runtimes["keep"].check.config.interval == 0.3
+        text = "".join(daemon.metrics_text())
+        assert runs_total(text, "keep") >= before  # a counter that went down would read as a reset
+        assert 'check="old"' not in text
+        await poll(url, lambda t: runs_total(t, "keep") > before, as_json=False)
+    finally:
+        await daemon.stop()
+
+
 async def test_sighup_with_a_broken_file_keeps_serving(tmp_path: Path, target: int) -> None:
     port = free_port()
     path = tmp_path / "monitor.toml"
