@@ -8,6 +8,7 @@ import functools
 import hashlib
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -48,7 +49,7 @@ class CheckInfo:
 class AlertPolicy:
     """The alerting part of the config, as the daemon hands it over."""
 
-    checks: dict[str, CheckInfo]
+    checks: Mapping[str, CheckInfo]  # in dependency order
     routes: list[RouteConfig]
     maintenance: list[MaintenanceConfig]
     business_hours: BusinessHoursConfig
