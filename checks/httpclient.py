@@ -66,6 +66,8 @@ _LOCATION_HEADERS = frozenset({b"location", b"uri"})
 _NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
 
 _TLS_CONTEXTS: dict[bool, ssl.SSLContext] = {}
+# Equal ports share one int object (above 256 each would be its own, 20,000 of them at 20,000 checks).
+_PORTS: dict[int, int] = {}
 
 
 def tls_context(verify: bool) -> ssl.SSLContext:
@@ -556,7 +558,7 @@ class PreparedRequest:
         self._url = url
         self._headers = dict(headers) if headers else _NO_HEADERS
         self._host = target.host
-        self._port = target.port
+        self._port = _PORTS.setdefault(target.port, target.port)
         self._https = target.https
         self._tls_verify = tls_verify
         self._keep_body = keep_body

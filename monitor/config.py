@@ -149,11 +149,12 @@ class Config(ConfigModel):
     alerts: AlertsConfig = AlertsConfig()
     cluster: ClusterConfig = ClusterConfig()
 
-    _rows: dict[str, dict[str, ThresholdRow]] = PrivateAttr(default_factory=dict)
+    _rows: dict[str, dict[str, ThresholdRow]] = PrivateAttr(default_factory=dict)  # checks with overrides
+    _shared_rows: dict[str, ThresholdRow] = PrivateAttr(default_factory=dict)  # every other check's
 
     def rows_for(self, check: str) -> dict[str, ThresholdRow]:
         """The threshold rows of one check after built-in, global and per-check merging."""
-        return self._rows[check]
+        return self._rows.get(check, self._shared_rows)
 
     def check(self, name: str) -> CheckConfig:
         """One check's config (a scan: callers that need many build their own index)."""
@@ -452,10 +453,9 @@ def _cross_check(config: Config, raw_names: list[Any], notifiers_raw: dict[str, 
             for row in (_resolve_row(metric, spec),)
         }
 
-    shared = table(global_rows)  # the table of every check without overrides, one object (read-only)
+    config._shared_rows = table(global_rows)  # one object for every check without overrides (read-only)
     for i, check in enumerate(config.checks):
         if not check.thresholds:
-            rows[check.name] = shared
             continue
         merged = dict(global_rows)
         for metric, override in check.thresholds.items():
