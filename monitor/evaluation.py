@@ -266,7 +266,12 @@ class CheckEvaluator:
 
     def levels(self) -> dict[str, float]:
         """monitor_alert_state per row: the level while firing, else 0 (pending counts as ok)."""
-        return {metric: float(s.level) if s.firing else 0.0 for metric, s in self.statuses.items()}
+        opened = self._open or {}
+        return {
+            metric: float(s.level) if (s := opened.get(metric)) is not None and s.firing else 0.0
+            for i, metric in enumerate(self.rows)
+            if self._applied >> i & 1 or metric in opened
+        }
 
     def states(self) -> dict[str, RowState]:
         return {metric: s.state for metric, s in self.statuses.items()}
