@@ -42,7 +42,6 @@ log = logging.getLogger("monitor.daemon")
 
 # SIGTERM must end the process within 10 s: running checks get this long to finish.
 STOP_GRACE_S = 8.0
-HISTORY_RUNS = 20  # recent runs per check shown on the status page
 TICK_S = 1.0  # how often time-driven alerting work (repeat, escalation, windows) is looked at
 _STATUS_OF_LEVEL = {
     Level.OK: Status.OK,
@@ -144,7 +143,7 @@ class CheckRuntime(CheckSeries):
         )
         self.last_run = now
 
-    # SeriesSource: the gauges of monitor_check_up/value and monitor_alert_state, read when scraped.
+    # CheckSeries: the gauges of monitor_check_up/value and monitor_alert_state, read when scraped.
     def metric_up(self) -> float | None:
         return None if self.up is None else (1.0 if self.up else 0.0)
 
