@@ -199,24 +199,15 @@ def _interpolate(value: Any, env: Mapping[str, str], where: tuple[Any, ...], err
             return ""
 
         return _VAR.sub(sub, value)
-    if isinstance(value, dict):
-        changed: dict[Any, Any] | None = None
-        for k, v in value.items():
-            new = _interpolate(v, env, (*where, k), errors)
-            if new is not v:
-                if changed is None:
-                    changed = dict(value)
-                changed[k] = new
-        return value if changed is None else changed
-    if isinstance(value, list):
-        items: list[Any] | None = None
-        for i, v in enumerate(value):
-            new = _interpolate(v, env, (*where, i), errors)
-            if new is not v:
-                if items is None:
-                    items = list(value)
-                items[i] = new
-        return value if items is None else items
+    if isinstance(value, dict | list):
+        copied: Any = None
+        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+            new = _interpolate(item, env, (*where, key), errors)
+            if new is not item:
+                if copied is None:
+                    copied = value.copy()
+                copied[key] = new
+        return value if copied is None else copied
     return value
 
 
