@@ -55,6 +55,7 @@ _BUCKET_LE = [_num(b) for b in DURATION_BUCKETS] + ["+Inf"]
 # monitor_check_runs_total's `result` label values, in exposition order.
 RUN_RESULTS = ("success", "failure", "timeout", "error", "skipped")
 _RESULT_SLOT = {result: i for i, result in enumerate(RUN_RESULTS)}
+_FAILURE, _SKIPPED = _RESULT_SLOT["failure"], _RESULT_SLOT["skipped"]
 # Layout of CheckSeries.counts: per-bucket counts (not cumulative), count, sum, runs by result.
 _COUNT = len(DURATION_BUCKETS) + 1
 _SUM = _COUNT + 1
@@ -100,10 +101,10 @@ class CheckSeries(ABC):
         counts[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1.0
         counts[_COUNT] += 1.0
         counts[_SUM] += seconds
-        counts[_RUNS + _RESULT_SLOT.get(result, 1)] += 1.0
+        counts[_RUNS + _RESULT_SLOT.get(result, _FAILURE)] += 1.0
 
     def count_skipped(self) -> None:
-        self.counts[_RUNS + _RESULT_SLOT["skipped"]] += 1.0
+        self.counts[_RUNS + _SKIPPED] += 1.0
 
 
 class Metrics:
