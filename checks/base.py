@@ -10,6 +10,7 @@ import aiohttp
 from pydantic import Field
 
 from monitor.models import CheckResult, ConfigModel, Duration
+from monitor.secrets import Secrets, secrets_of
 
 ThresholdOverride = dict[str, Any] | Literal[False]
 
@@ -44,7 +45,7 @@ class Check(ABC):
     subclass without `__slots__` gets a `__dict__` as usual, for its own attributes.
     """
 
-    __slots__ = ("config", "deps")
+    __slots__ = ("_secrets", "config", "deps")
 
     type: ClassVar[str]
     config_model: ClassVar[type[CheckConfig]]
@@ -56,6 +57,16 @@ class Check(ABC):
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def secrets(self) -> Secrets:
+        """The config's secret values (monitor.secrets), found on first use: only checks that
+        fail pay for it. The runner masks them in every reason."""
+        try:
+            return self._secrets
+        except AttributeError:
+            self._secrets: Secrets = secrets_of(self.config)
+            return self._secrets
 
     @abstractmethod
     def target(self) -> str:

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pydantic import Field, SecretStr, field_validator
 
 from checks.base import Check, CheckConfig, CheckDeps
-from monitor.models import MASK, CheckResult, ConfigModel, Duration, Secret
+from monitor.models import CheckResult, ConfigModel, Duration, Secret
 
 if TYPE_CHECKING:
     import asyncpg
@@ -164,7 +164,6 @@ class PostgresCheck(Check):
         # not in the first run, where the import would count against the run's deadline.
         _target_errors()
         self._dsn = config.dsn.get_secret_value()
-        self._secrets = _secrets_of(self._dsn)
         self._database = database_name(self._dsn)
 
     def target(self) -> str:
@@ -189,15 +188,16 @@ class PostgresCheck(Check):
                 server_settings={"application_name": "monitor"},
             )
         except target_errors as exc:
-            return CheckResult.failure(self._redact(_connect_reason(exc)), elapsed_ms())
+            # Server and driver messages may quote the DSN: masked here too, for callers of run().
+            return CheckResult.failure(self.secrets.redact(_connect_reason(exc)), elapsed_ms())
         try:
             try:
                 await conn.execute("select 1")  # simple protocol: one round trip
             except target_errors as exc:
-                return CheckResult.failure(self._redact(f"select 1: {_short(exc)}"), elapsed_ms())
+                return CheckResult.failure(self.secrets.redact(f"select 1: {_short(exc)}"), elapsed_ms())
             samples, reasons = await self._measure(conn)
             if reasons:
-                return CheckResult.failure(self._redact("; ".join(reasons)), elapsed_ms(), **samples)
+                return CheckResult.failure(self.secrets.redact("; ".join(reasons)), elapsed_ms(), **samples)
             return CheckResult.success(elapsed_ms(), **samples)
         finally:
             # close() aborts the socket itself when it cannot finish; a failure here must not
@@ -233,12 +233,6 @@ class PostgresCheck(Check):
                 samples[query.metric] = value
         return samples, reasons
 
-    def _redact(self, text: str) -> str:
-        """Server and driver messages can quote what they were given; never let that be a secret."""
-        for secret in self._secrets:
-            text = text.replace(secret, MASK)
-        return text
-
 
 # ---------------------------------------------------------------- helpers
 
@@ -266,17 +260,6 @@ def _first(query: dict[str, list[str]], *keys: str) -> str:
         if query.get(key):
             return query[key][0]
     return ""
-
-
-def _secrets_of(dsn: str) -> list[str]:
-    """The DSN and its password in every spelling a message could quote, longest first."""
-    parts = urlsplit(dsn)
-    found = {dsn}
-    with contextlib.suppress(ValueError):
-        if parts.password:
-            found |= {parts.password, unquote(parts.password)}
-    found.update(parse_qs(parts.query).get("password", []))
-    return sorted((s for s in found if s), key=len, reverse=True)
 
 
 def _builtin_samples(row: asyncpg.Record | None) -> dict[str, float]:

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import functools
 import logging
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import Field
 
 from monitor.models import MASK, ConfigModel, Duration, format_duration, iso  # noqa: F401 -- iso for notifiers
+from monitor.secrets import Secrets, redact, secrets_of
 
 log = logging.getLogger("alerts.notifiers")
 
@@ -204,67 +203,6 @@ def require_http_url(value: str) -> str:
     return value
 
 
-# ---------------------------------------------------------------- secrets
-
-_MIN_SECRET_LEN = 3  # shorter fragments ("/", "a") would blank out unrelated text
-
-
-def secret_fragments(value: str, *, whole: bool) -> set[str]:
-    """The pieces of `value` that must never be shown. For a URL: its userinfo and query string
-    (SPEC section 3); with `whole` (a secret URL such as a Slack webhook) also its path and the
-    URL itself, since the path is the credential and a receiver's error page may echo it."""
-    found: set[str] = {value} if whole else set()
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return {value} if whole and len(value) >= _MIN_SECRET_LEN else set()
-    if parts.scheme and parts.netloc:
-        if parts.username:
-            found.update({parts.username, unquote(parts.username)})
-        if parts.password:
-            found.update({parts.password, unquote(parts.password)})
-            # aiohttp turns URL userinfo into Basic auth: an echoed header would show this.
-            basic = f"{unquote(parts.username or '')}:{unquote(parts.password)}"
-            found.add(base64.b64encode(basic.encode()).decode())
-        if parts.query:
-            found.update({parts.query, unquote(parts.query)})
-        if whole and len(parts.path) > 1:
-            found.update({parts.path, unquote(parts.path)})
-    return {f for f in found if len(f) >= _MIN_SECRET_LEN}
-
-
-def config_secrets(config: BaseModel) -> frozenset[str]:
-    """Every secret a notifier config holds: `SecretStr` values (in fields, lists and dicts, e.g.
-    webhook headers) and the userinfo and query of every URL-looking string."""
-    found: set[str] = set()
-
-    def walk(value: Any) -> None:
-        if isinstance(value, SecretStr):
-            found.update(secret_fragments(value.get_secret_value(), whole=True))
-        elif isinstance(value, str):
-            found.update(secret_fragments(value, whole=False))
-        elif isinstance(value, BaseModel):
-            for name in type(value).model_fields:
-                walk(getattr(value, name))
-        elif isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, list | tuple | set | frozenset):
-            for item in value:
-                walk(item)
-
-    walk(config)
-    return frozenset(found)
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every secret replaced by `***`, longest first (a URL before its path)."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, MASK)
-    return text
-
-
 # ---------------------------------------------------------------- the interface
 
 
@@ -285,9 +223,9 @@ class Notifier(ABC):
         """Deliver one notification; a failing receiver is a Retry or Failed, not an exception."""
 
     @functools.cached_property
-    def secrets(self) -> frozenset[str]:
-        """What this notifier's reasons must never show (see `config_secrets`)."""
-        return config_secrets(self.config)
+    def secrets(self) -> Secrets:
+        """What this notifier's reasons must never show: its config's secrets (monitor.secrets)."""
+        return secrets_of(self.config)
 
     def redacted(self, delivery: Delivery) -> Delivery:
         """`delivery` with any secret in its reason masked: receivers' error bodies may echo the

@@ -20,6 +20,7 @@ from alerts.notifiers.base import (
     Notifier,
     NotifierConfig,
     Retry,
+    Secrets,
     Sent,
     classify_smtp,
     format_number,
@@ -289,7 +290,7 @@ class EmailNotifier(Notifier):
             client.close()
 
 
-def _refused(recipients: list[aiosmtplib.SMTPRecipientRefused], secrets: frozenset[str]) -> Delivery:
+def _refused(recipients: list[aiosmtplib.SMTPRecipientRefused], secrets: Secrets) -> Delivery:
     """Every recipient was refused: retry if any refusal was transient."""
     if not recipients:
         return Failed("SMTP: every recipient refused")

@@ -16,7 +16,6 @@ from alerts.notifiers.base import (
     Sent,
     classify_http,
     classify_smtp,
-    config_secrets,
     deliver,
     format_number,
     human_duration,
@@ -25,6 +24,7 @@ from alerts.notifiers.base import (
     require_http_url,
 )
 from alerts.notifiers.webhook import WebhookConfig, WebhookNotifier
+from monitor.secrets import secret_values
 from tests.fakes.receivers import Receivers, Reply
 from tests.notifiers.samples import latency_warning, notification
 
@@ -119,7 +119,7 @@ def test_format_number() -> None:
     assert [format_number(v) for v in (None, 0.0, 1.0, 12.5, 1234.0)] == ["n/a", "0", "1", "12.5", "1234"]
 
 
-def test_config_secrets_cover_every_secret_place() -> None:
+def test_notifier_secrets_cover_every_secret_place(http_session: aiohttp.ClientSession) -> None:
     config = WebhookConfig.model_validate(
         {
             "type": "webhook",
@@ -127,12 +127,13 @@ def test_config_secrets_cover_every_secret_place() -> None:
             "headers": {"Authorization": "Bearer t0k3n"},
         }
     )
-    secrets = config_secrets(config)
-    assert {"pa55word", "token=abc123", "Bearer t0k3n"} <= secrets
-    assert "dXNlcjpwYTU1d29yZA==" in secrets  # Basic auth made from the userinfo
-    assert "/in" not in secrets  # the path of a plain URL is not secret
-    text = "POST /in?token=abc123 Authorization: Bearer t0k3n as user:pa55word"
-    assert redact(text, secrets) == "POST /in?*** Authorization: *** as ***:***"
+    values = secret_values(config)
+    assert {"user:pa55word", "pa55word", "token=abc123", "Bearer t0k3n"} <= values
+    assert "dXNlcjpwYTU1d29yZA==" in values  # Basic auth made from the userinfo
+    assert "/in" not in values  # the path of a plain URL is not secret
+    secrets = WebhookNotifier("hook", config, http_session).secrets
+    text = "POST /in?token=abc123 Authorization: Bearer t0k3n as user:pa55word, then pa55word"
+    assert redact(text, secrets) == "POST /in?*** Authorization: *** as ***, then ***"
 
 
 def test_secret_url_path_is_secret() -> None:
@@ -140,7 +141,7 @@ def test_secret_url_path_is_secret() -> None:
         type: str = "x"
         webhook_url: SecretStr
 
-    secrets = config_secrets(Config(webhook_url=SecretStr("https://hooks.slack.com/services/T0/B0/XyZ")))
+    secrets = secret_values(Config(webhook_url=SecretStr("https://hooks.slack.com/services/T0/B0/XyZ")))
     assert "/services/T0/B0/XyZ" in secrets
     assert redact("404 for /services/T0/B0/XyZ", secrets) == "404 for ***"
 
