@@ -158,20 +158,20 @@ class HttpCheckConfig(MaskedUrlRepr, CheckConfig):
             if not _METRIC_NAME.match(name):
                 raise PydanticCustomError(
                     "invalid_metric",
-                    "invalid metric name {name!r}: use letters, digits and _",
-                    {"name": name},
+                    "invalid metric name {name}: use letters, digits and _",
+                    {"name": repr(name)},  # pydantic fills {name} only: no !r conversion
                 )
             if name in _BUILTIN_SAMPLES:
                 raise PydanticCustomError(
                     "invalid_metric",
-                    "metric name {name!r} is taken by a built-in sample",
-                    {"name": name},
+                    "metric name {name} is taken by a built-in sample",
+                    {"name": repr(name)},
                 )
             if not path or "" in path.split("."):
                 raise PydanticCustomError(
                     "invalid_metric",
-                    "metric {name!r}: empty path part in {path!r}",
-                    {"name": name, "path": path},
+                    "metric {name}: empty path part in {path}",
+                    {"name": repr(name), "path": repr(path)},
                 )
         return value
 
