@@ -16,22 +16,32 @@ def matches(check: str, globs: list[str] | tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(check, g) for g in globs)
 
 
-def _aware(when: datetime, tz: ZoneInfo) -> datetime:
+def _instant(when: datetime, tz: ZoneInfo) -> float:
     """A time without an offset is read in `monitor.timezone` (SPEC section 3)."""
-    return when if when.tzinfo is not None else when.replace(tzinfo=tz)
+    return (when if when.tzinfo is not None else when.replace(tzinfo=tz)).timestamp()
+
+
+def one_off_bounds(window: MaintenanceConfig, tz: ZoneInfo) -> tuple[float, float]:
+    """A start + end window's instants (Unix seconds), each of the two read on its own.
+
+    Compared as instants: Python compares two datetimes of one zone by wall clock, which gets the
+    repeated hour of a DST change wrong.
+    """
+    assert window.start is not None and window.end is not None
+    return _instant(window.start, tz), _instant(window.end, tz)
 
 
 def maintenance_active(window: MaintenanceConfig, now: float, tz: ZoneInfo) -> bool:
     """Is `now` inside the window? Recurring windows start at each cron time, in `tz`."""
-    local = datetime.fromtimestamp(now, tz)
     if window.cron is not None and window.duration:
+        local = datetime.fromtimestamp(now, tz)
         from croniter import croniter  # only configs with a cron window load it (as their validation did)
 
         # The latest start at or before now; croniter walks wall-clock time in tz (DST-aware).
         last_start = croniter(window.cron, local + timedelta(microseconds=1)).get_prev(datetime)
         return local < last_start + timedelta(seconds=window.duration)
-    assert window.start is not None and window.end is not None
-    return _aware(window.start, tz) <= local < _aware(window.end, tz)
+    start, end = one_off_bounds(window, tz)
+    return start <= now < end
 
 
 def in_maintenance(check: str, windows: list[MaintenanceConfig], now: float, tz: ZoneInfo) -> str | None:

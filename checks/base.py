@@ -20,8 +20,10 @@ class CheckConfig(ConfigModel):
 
     name: str = Field(pattern=r"^[a-z0-9._-]+$", max_length=200)
     type: str
-    interval: Duration = 30.0  # the loader puts monitor.default_interval here when absent
-    timeout: Duration = 10.0  # the loader puts monitor.default_timeout here when absent
+    # The loader puts monitor.default_interval/default_timeout here when absent. Zero would run a
+    # check once and never again (interval) or time every run out at once (timeout).
+    interval: Duration = Field(default=30.0, gt=0)
+    timeout: Duration = Field(default=10.0, gt=0)
     depends_on: list[str] = []
     runbook: str | None = None
     labels: dict[str, str] = {}

@@ -7,6 +7,7 @@ import re
 import tomllib
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -17,6 +18,7 @@ from pydantic import (
     SecretStr,
     SerializeAsAny,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -29,8 +31,9 @@ from alerts.config import (
 )
 from alerts.notifiers import notifier_config_models
 from alerts.notifiers.base import NotifierConfig
+from alerts.windows import one_off_bounds
 from checks import CheckConfig, check_types
-from monitor.models import ConfigModel, Duration, MaskedUrl, Secret
+from monitor.models import ConfigModel, Duration, MaskedUrl, Secret, format_duration, parse_duration
 
 
 class MonitorError(Exception):
@@ -64,6 +67,15 @@ class MonitorSection(ConfigModel):
         _, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f'invalid listen address {value!r}: use "host:port"')
+        return value
+
+    @field_validator("default_timeout")
+    @classmethod
+    def _default_timeout(cls, value: float, info: ValidationInfo) -> float:
+        interval = info.data.get("default_interval")  # absent when it is invalid itself
+        if interval is not None and value > interval:
+            timeout_s, interval_s = format_duration(value), format_duration(interval)
+            raise ValueError(f"{timeout_s} is longer than monitor.default_interval ({interval_s})")
         return value
 
     @field_validator("timezone")
@@ -271,6 +283,8 @@ def _render(exc: ValidationError, prefix: tuple[Any, ...]) -> dict[str, str]:
     for err in exc.errors(include_input=False, include_url=False):
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         msg = _MESSAGES.get(err["type"]) or err["msg"].removeprefix("Value error, ")
+        if err["type"] == "greater_than":
+            msg = f"must be greater than {err['ctx']['gt']:g}"
         out.setdefault(_path((*prefix, *loc)), msg)
     return out
 
@@ -315,12 +329,16 @@ def parse_config(text: str, env: Mapping[str, str] | None = None) -> Config:
     env_errors = dict(errors)
 
     monitor_raw = data.get("monitor", {})
-    defaults = {"interval": None, "timeout": None}
-    if isinstance(monitor_raw, dict):
-        defaults = {
-            "interval": monitor_raw.get("default_interval"),
-            "timeout": monitor_raw.get("default_timeout"),
-        }
+    defaults: dict[str, Any] = {}  # valid monitor.default_* values given; else the models' own
+    bad_defaults: set[str] = set()  # invalid ones, reported at monitor.default_* alone
+    for key in _DEFAULTED:
+        value = monitor_raw.get(f"default_{key}") if isinstance(monitor_raw, dict) else None
+        if value is not None:
+            if (_seconds(value) or 0) > 0:
+                defaults[key] = value
+            else:
+                bad_defaults.add(key)
+    monitor_gives_timeout = "timeout" in defaults or "timeout" in bad_defaults
 
     checks_raw = data.pop("checks", [])
     notifiers_raw = data.pop("notifiers", {})
@@ -338,12 +356,21 @@ def parse_config(text: str, env: Mapping[str, str] | None = None) -> Config:
         # as holes around kept strings (18 MB at 20,000 checks).
         raw = checks_raw[i]
         raw_names.append(raw.get("name") if isinstance(raw, dict) else None)
+        inherited: tuple[str, ...] = ()
         if isinstance(raw, dict):
-            missing = {k: v for k, v in defaults.items() if k not in raw and v is not None}
+            inherited = tuple(k for k in _DEFAULTED if k not in raw)
+            missing = {k: defaults[k] for k in inherited if k in defaults}
+            if "timeout" in inherited and not monitor_gives_timeout:
+                # A timeout nobody wrote adapts to a short interval instead of being an error.
+                interval_s = _seconds(raw.get("interval", defaults.get("interval")))
+                if interval_s and interval_s < _BUILTIN_TIMEOUT_S:
+                    missing["timeout"] = interval_s
             if missing:
                 raw = {**raw, **missing}
         check = _validate_typed(raw, ("checks", i), check_models, "check", errors)
         if check is not None:
+            if not bad_defaults.intersection(inherited) and (err := _timeout_error(check, inherited)):
+                errors[f"checks[{i}].timeout"] = err
             _share_values(check, shared)
             checks.append(check)  # type: ignore[arg-type]
 
@@ -364,6 +391,7 @@ def parse_config(text: str, env: Mapping[str, str] | None = None) -> Config:
         errors.update(_render(exc, ()))
 
     if config is not None:
+        errors.update(_window_order(config))
         # Cross-references need every check; with one check invalid they would only add noise.
         if len(checks) == len(raw_names):
             errors.update(_cross_check(config, raw_names, notifiers_raw))
@@ -376,6 +404,33 @@ def parse_config(text: str, env: Mapping[str, str] | None = None) -> Config:
     if errors or config is None:
         raise ConfigError([f"{path}: {msg}" if path else msg for path, msg in errors.items()])
     return config
+
+
+_DEFAULTED = ("interval", "timeout")  # check keys that monitor.default_<key> fills when absent
+
+
+_BUILTIN_TIMEOUT_S: float = MonitorSection.model_fields["default_timeout"].default
+
+
+def _seconds(value: Any) -> float | None:
+    """A duration as written, in seconds; None when absent or invalid (its own error says why)."""
+    try:
+        return None if value is None else parse_duration(value)
+    except ValueError:
+        return None
+
+
+def _timeout_error(check: CheckConfig, inherited: tuple[str, ...]) -> str | None:
+    """A run never overlaps the next, so a timeout longer than the interval silently skips runs
+    while the target hangs. Names the monitor.default_* key that gave a value the check lacks."""
+    if check.timeout <= check.interval or len(inherited) == 2:  # both: monitor.default_timeout's error
+        return None
+    timeout, interval = format_duration(check.timeout), format_duration(check.interval)
+    if "timeout" in inherited:
+        timeout += " (monitor.default_timeout)"
+    if "interval" in inherited:
+        interval += " (monitor.default_interval)"
+    return f"{timeout} is longer than the interval {interval}"
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
@@ -466,6 +521,20 @@ def _cross_check(config: Config, raw_names: list[Any], notifiers_raw: dict[str, 
                 errors[where] = err
         rows[check.name] = table(merged)
     config._rows = rows
+    return errors
+
+
+def _window_order(config: Config) -> dict[str, str]:
+    """One-off maintenance windows end after they start, each time read on its own (SPEC 3)."""
+    errors: dict[str, str] = {}
+    tz = ZoneInfo(config.monitor.timezone)
+    for i, window in enumerate(config.maintenance):
+        if window.start is not None and window.end is not None:
+            start, end = one_off_bounds(window, tz)
+            if end <= start:
+                # Both shown in monitor.timezone, with their offsets: how each was read.
+                shown_end, shown_start = (datetime.fromtimestamp(t, tz).isoformat() for t in (end, start))
+                errors[f"maintenance[{i}].end"] = f"{shown_end} is not after start {shown_start}"
     return errors
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 import textwrap
 import tomllib
 from pathlib import Path
@@ -228,7 +230,67 @@ INVALID = [
         BASE + '[business_hours]\nstart = "18:00"\nend = "09:00"\n',
         "business_hours",
     ),
+    (
+        "business-hours-trailing-newline",
+        BASE + '[business_hours]\nstart = "09:00\\n"\n',
+        "business_hours.start: invalid time",
+    ),
     ("toml-syntax", BASE + "this is not toml\n", "TOML syntax"),
+    # A zero interval ran the check once and never again; a zero timeout failed every run.
+    ("interval-zero", BASE + 'interval = "0s"\n', "checks[0].interval: must be greater than 0"),
+    ("interval-zero-number", BASE + "interval = 0\n", "checks[0].interval: must be greater than 0"),
+    ("timeout-zero", BASE + 'timeout = "0ms"\n', "checks[0].timeout: must be greater than 0"),
+    # A run never overlaps the next: a longer timeout skips every other run while the target hangs.
+    (
+        "timeout-over-interval",
+        BASE + BASE.replace('"web"', '"api"') + 'interval = "10s"\ntimeout = "30s"\n',
+        "checks[1].timeout: 30s is longer than the interval 10s",
+    ),
+    (
+        "timeout-from-default-over-interval",
+        '[monitor]\ndefault_timeout = "10s"\n' + BASE + 'interval = "5s"\n',
+        "checks[0].timeout: 10s (monitor.default_timeout) is longer than the interval 5s",
+    ),
+    (
+        "timeout-over-interval-from-default",
+        '[monitor]\ndefault_interval = "10s"\n' + BASE + 'timeout = "30s"\n',
+        "checks[0].timeout: 30s is longer than the interval 10s (monitor.default_interval)",
+    ),
+    (
+        "default-timeout-over-default-interval",
+        '[monitor]\ndefault_interval = "10s"\ndefault_timeout = "30s"\n' + BASE,
+        "monitor.default_timeout: 30s is longer than monitor.default_interval (10s)",
+    ),
+    (
+        "default-timeout-over-builtin-default-interval",
+        '[monitor]\ndefault_timeout = "45s"\n' + BASE,
+        "monitor.default_timeout: 45s is longer than monitor.default_interval (30s)",
+    ),
+    # The error shows the name itself, not a "{name!r}" placeholder.
+    (
+        "bad-metric-name",
+        BASE + 'metrics = { "pool-size" = "database.pool" }\n',
+        "checks[0].metrics: invalid metric name 'pool-size': use letters, digits and _",
+    ),
+    (
+        "builtin-metric-name",
+        BASE + 'metrics = { status_code = "code" }\n',
+        "checks[0].metrics: metric name 'status_code' is taken by a built-in sample",
+    ),
+    (
+        "empty-metric-path-part",
+        BASE + 'metrics = { pool = "database..pool" }\n',
+        "checks[0].metrics: metric 'pool': empty path part in 'database..pool'",
+    ),
+    # Each time is read on its own (an offset, or monitor.timezone), then the two are compared:
+    # 05:00 in Paris is 04:00Z, before the start although its wall clock reads later.
+    (
+        "maintenance-end-before-start-mixed-offsets",
+        '[monitor]\ntimezone = "Europe/Paris"\n'
+        + BASE
+        + '[[maintenance]]\nname = "m"\nstart = "2026-12-01T04:30:00Z"\nend = "2026-12-01T05:00:00"\n',
+        "maintenance[0].end: 2026-12-01T05:00:00+01:00 is not after start 2026-12-01T05:30:00+01:00",
+    ),
 ]
 
 
@@ -241,6 +303,61 @@ def test_invalid_config_rejected_naming_the_key(
     assert main(["validate", "-c", str(path)]) == 2
     out = capsys.readouterr().out
     assert expected in out, out
+
+
+def test_validate_rejects_a_zero_interval_naming_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.toml"
+    path.write_text(http_check("a") + http_check("b", 'interval = "0s"\n'))
+    result = subprocess.run(
+        [sys.executable, "-m", "monitor", "validate", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result
+    assert "checks[1].interval: must be greater than 0" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[monitor]\ndefault_timeout = "10s"\n' + BASE + 'interval = "5s"\n',
+            ["checks[0].timeout: 10s (monitor.default_timeout) is longer than the interval 5s"],
+        ),
+        # An invalid default is reported once, at its own key, not again at every check using it.
+        (
+            '[monitor]\ndefault_interval = "0s"\n' + BASE + 'timeout = "40s"\n',
+            ["monitor.default_interval: must be greater than 0"],
+        ),
+        (
+            "[monitor]\ndefault_timeout = 0\n" + BASE + 'interval = "5s"\n',
+            ["monitor.default_timeout: must be greater than 0"],
+        ),
+    ],
+    ids=["default-timeout-named", "zero-default-interval-once", "zero-default-timeout-once"],
+)
+def test_interval_timeout_errors_are_exactly(text: str, expected: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, {})
+    assert info.value.errors == expected
+
+
+def test_timeout_nobody_wrote_follows_a_short_interval() -> None:
+    """Only the built-in 10 s adapts; a timeout written anywhere is checked (see INVALID)."""
+    config = parse_config(
+        http_check("fast", 'interval = "200ms"\n')
+        + http_check("equal", 'interval = "5s"\ntimeout = "5s"\n')
+        + http_check("slow", 'interval = "1m"\n'),
+        {},
+    )
+    fast, equal, slow = config.checks
+    assert (fast.interval, fast.timeout) == (0.2, 0.2)
+    assert (equal.interval, equal.timeout) == (5.0, 5.0)
+    assert (slow.interval, slow.timeout) == (60.0, 10.0)
+    short_default = parse_config('[monitor]\ndefault_interval = "2s"\n' + http_check("a"), {})
+    assert (short_default.checks[0].interval, short_default.checks[0].timeout) == (2.0, 2.0)
 
 
 def test_every_error_is_reported_at_once() -> None:
