@@ -55,16 +55,23 @@ def labels(n: Notification) -> dict[str, str]:
 
 
 def annotations(n: Notification) -> dict[str, str]:
+    """`summary` is the notification's summary; `description` spells the facts out. A resolve
+    says what recovered, not a comparison that reads like a breach."""
     op = "<" if n.direction == "below" else ">"
-    description = (
-        f"{n.check} ({n.check_type}{', ' + n.target if n.target else ''}): {n.metric} is "
-        f"{format_number(n.value)}, {n.severity} threshold {op} {format_number(n.threshold)}, "
-        f"since {iso(n.started_at)}"
-    )
+    threshold = f"{n.severity} threshold {op} {format_number(n.threshold)}"
+    what = f"{n.check} ({n.check_type}{', ' + n.target if n.target else ''})"
+    if n.event == "resolved":
+        description = f"{what}: {n.metric} recovered ({format_number(n.value)}, {threshold})"
+        if n.duration_text:
+            description += f" after {n.duration_text}"
+        description += f"; breaching since {iso(n.started_at)}"
+        if n.resolved_at is not None:
+            description += f" until {iso(n.resolved_at)}"
+    else:
+        value = format_number(n.value)
+        description = f"{what}: {n.metric} is {value}, {threshold}, since {iso(n.started_at)}"
     if n.reason:
         description += f"; last failure: {n.reason}"
-    if n.event == "resolved":
-        description += f"; resolved after {n.duration_text}"
     out = {"summary": n.summary, "description": description}
     if n.runbook:
         out["runbook_url"] = n.runbook

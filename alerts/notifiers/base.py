@@ -64,11 +64,25 @@ class Notification:
         return f"{self.metric} {_num(self.value)} {op} {_num(self.threshold)}"
 
     @property
+    def recovery(self) -> str:
+        """`up recovered (1, threshold 1)`: what a resolve reports, in place of a comparison that
+        would read like a breach (`up 1 < 1`)."""
+        shown = [] if self.value is None else [_num(self.value)]
+        if self.threshold is not None:
+            shown.append(f"threshold {_num(self.threshold)}")
+        return f"{self.metric} recovered" + (f" ({', '.join(shown)})" if shown else "")
+
+    @property
     def summary(self) -> str:
-        """`backend-api: up 0 < 1 (status 503)`: the email subject without its bracket."""
-        text = f"{self.check}: {self.comparison}"
+        """`backend-api: up 0 < 1 (status 503)`: the email subject without its bracket. A resolve
+        says what recovered and after how long: `backend-api: up recovered (1, threshold 1) after
+        4m 12s` (without ` after ...` when the duration is unknown)."""
         if self.event == "flapping":
             return f"{self.check}: {self.metric} is flapping" + (f" ({self.note})" if self.note else "")
+        if self.event == "resolved":
+            after = f" after {self.duration_text}" if self.duration_text else ""
+            return f"{self.check}: {self.recovery}{after}"
+        text = f"{self.check}: {self.comparison}"
         return f"{text} ({self.reason})" if self.reason else text
 
     @property

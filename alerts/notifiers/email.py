@@ -86,7 +86,8 @@ def intro(n: Notification) -> str:
     if n.event == "firing":
         return f"{n.check} breached its {n.severity} threshold for {n.metric}."
     if n.event == "resolved":
-        return f"{n.check} is back within its {n.metric} threshold, after {n.duration_text}."
+        after = f", after {n.duration_text}" if n.duration_text else ""
+        return f"{n.check} is back within its {n.metric} threshold{after}."
     if n.event == "acknowledged":
         return (
             f"{n.acknowledged_by or 'Someone'} acknowledged the {n.severity} alert on {n.check} ({n.metric})."
@@ -111,7 +112,7 @@ def facts(n: Notification) -> list[tuple[str, str]]:
         ("Since", iso(n.started_at) or ""),
     ]
     if n.event == "resolved":
-        rows += [("Resolved", iso(n.resolved_at) or ""), ("Duration", n.duration_text or "")]
+        rows += [("Resolved", iso(n.resolved_at) or "unknown"), ("Duration", n.duration_text or "unknown")]
     if n.event == "acknowledged":
         rows.append(("Acknowledged by", n.acknowledged_by or "someone"))
     if n.note:

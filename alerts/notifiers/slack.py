@@ -84,7 +84,7 @@ def fallback_text(n: Notification) -> str:
     if n.event == "firing":
         return f"{emoji} {word}: {n.summary}"
     if n.event == "resolved":
-        return f"{emoji} {word} ({n.severity}): {n.summary}, after {n.duration_text}"
+        return f"{emoji} {word} ({n.severity}): {n.summary}"
     if n.event == "acknowledged":
         who = n.acknowledged_by or "someone"
         return f"{emoji} {word} ({n.severity}): {n.check} {n.metric}, acknowledged by {who}"
@@ -94,13 +94,15 @@ def fallback_text(n: Notification) -> str:
 
 
 def _impact(n: Notification) -> str:
+    if n.event == "resolved":
+        return f"`{escape(n.recovery)}`"
     impact = f"`{escape(n.comparison)}`"
     return f"{impact}: {escape(n.reason)}" if n.reason else impact
 
 
 def _status(n: Notification) -> str:
     if n.event == "resolved":
-        return f"Resolved after {n.duration_text}"
+        return f"Resolved after {n.duration_text}" if n.duration_text else "Resolved"
     if n.event == "flapping":
         return "Flapping: notifications held" + (f" ({escape(n.note)})" if n.note else "")
     if n.event == "test":
@@ -172,9 +174,7 @@ def build_message(n: Notification) -> dict[str, Any]:
         ]
         return {"text": fallback_text(n), "blocks": blocks}
 
-    if n.event == "resolved":
-        headline = f"*{escape(n.summary)}*\nresolved after *{n.duration_text}*"
-    elif n.event == "test":
+    if n.event == "test":
         headline = f"*[TEST] {escape(n.summary)}*\nA test notification from monitor: no action needed."
     else:
         headline = f"*{escape(n.summary)}*"

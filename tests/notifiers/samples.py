@@ -11,7 +11,8 @@ RUNBOOK = "https://wiki.example.com/runbook#issue-1-backend-api-not-responding"
 
 
 def notification(event: str = "firing", **overrides: Any) -> Notification:
-    """backend-api down (`up 0 < 1`, status 503), critical; resolved 4m 12s after it began."""
+    """backend-api down (`up 0 < 1`, status 503), critical; resolved (`up` back to 1) 4m 12s after
+    it began."""
     fields: dict[str, Any] = {
         "event": event,
         "alert_id": "3f2a9c1e7b5d4e60",
@@ -30,6 +31,8 @@ def notification(event: str = "firing", **overrides: Any) -> Notification:
         "labels": {"team": "backend", "component": "api"},
         "runbook": RUNBOOK,
     }
+    if event == "resolved":  # as the alert manager makes it: the last (clean) run's value, no reason
+        fields.update(value=1.0, reason=None)
     if event == "acknowledged":
         fields.update(acknowledged_by="alice", note="looking at the load balancer")
     if event == "flapping":

@@ -50,7 +50,23 @@ def test_resolved_alert_ends() -> None:
     [alert] = build_alerts(notification("resolved"))
     assert alert["endsAt"] == "2026-11-18T11:10:52.000Z"
     assert alert["startsAt"] == "2026-11-18T11:06:40.000Z"
-    assert alert["annotations"]["description"].endswith("resolved after 4m 12s")
+    assert alert["annotations"] == {
+        "summary": "backend-api: up recovered (1, threshold 1) after 4m 12s",
+        "description": "backend-api (http, backend.example.com): up recovered (1, critical threshold < 1) "
+        "after 4m 12s; breaching since 2026-11-18T11:06:40.000Z until 2026-11-18T11:10:52.000Z",
+        "runbook_url": RUNBOOK,
+    }
+    assert alertmanager_problems([alert]) == []
+
+
+def test_resolved_alert_without_a_duration() -> None:
+    [alert] = build_alerts(notification("resolved", resolved_at=None))
+    assert alert["endsAt"] == "2026-11-18T11:10:52.000Z"  # when the resolve was made
+    assert alert["annotations"]["summary"] == "backend-api: up recovered (1, threshold 1)"
+    assert alert["annotations"]["description"] == (
+        "backend-api (http, backend.example.com): up recovered (1, critical threshold < 1); "
+        "breaching since 2026-11-18T11:06:40.000Z"
+    )
 
 
 def test_check_labels_are_made_valid_and_never_override() -> None:

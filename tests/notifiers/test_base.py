@@ -92,13 +92,40 @@ def test_notification_texts() -> None:
     assert firing.subject == "[CRITICAL] backend-api: up 0 < 1 (status 503)"
     assert latency_warning().subject == "[WARNING] backend-api: latency_p95_ms 734 > 500"
     assert latency_warning(value=1234.5).comparison == "latency_p95_ms 1234.5 > 500"
-    assert notification("resolved").subject == "[RESOLVED] backend-api: up 0 < 1 (status 503)"
+    assert notification("resolved").subject == (
+        "[RESOLVED] backend-api: up recovered (1, threshold 1) after 4m 12s"
+    )
     assert notification("resolved").duration_text == "4m 12s"
     assert (
         notification("flapping").subject == "[FLAPPING] backend-api: up is flapping (7 state changes in 30m)"
     )
     assert notification("test").tag == "TEST"
     assert notification("acknowledged").tag == "ACKNOWLEDGED"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "summary"),
+    [
+        ({}, "backend-api: up recovered (1, threshold 1) after 4m 12s"),
+        ({"resolved_at": None}, "backend-api: up recovered (1, threshold 1)"),
+        ({"value": None}, "backend-api: up recovered (threshold 1) after 4m 12s"),
+        ({"value": None, "threshold": None}, "backend-api: up recovered after 4m 12s"),
+        (
+            {"metric": "latency_p95_ms", "value": 412.5, "threshold": 500.0, "direction": "above"},
+            "backend-api: latency_p95_ms recovered (412.5, threshold 500) after 4m 12s",
+        ),
+        # A reason left on a resolve is not shown: the resolve is not a failure.
+        ({"reason": "status 503"}, "backend-api: up recovered (1, threshold 1) after 4m 12s"),
+    ],
+    ids=["up", "duration-unknown", "no-value", "nothing-measured", "above", "with-reason"],
+)
+def test_resolved_summary_says_what_recovered_and_after_how_long(
+    overrides: dict[str, object], summary: str
+) -> None:
+    resolved = notification("resolved", **overrides)
+    assert resolved.summary == summary
+    assert resolved.subject == f"[RESOLVED] {summary}"
+    assert "<" not in resolved.summary and ">" not in resolved.summary
 
 
 def test_notification_round_trips_through_json() -> None:

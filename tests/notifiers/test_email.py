@@ -53,7 +53,10 @@ def test_subject_is_the_notification_subject() -> None:
         "[WARNING] backend-api: latency_p95_ms 734 > 500"
     )
     assert build_message(notification("resolved"), _config())["Subject"] == (
-        "[RESOLVED] backend-api: up 0 < 1 (status 503)"
+        "[RESOLVED] backend-api: up recovered (1, threshold 1) after 4m 12s"
+    )
+    assert build_message(notification("resolved", resolved_at=None), _config())["Subject"] == (
+        "[RESOLVED] backend-api: up recovered (1, threshold 1)"
     )
 
 
@@ -101,6 +104,14 @@ def test_resolved_body_carries_the_duration() -> None:
     assert "Duration:  4m 12s" in text.splitlines()
     assert "Resolved:  2026-11-18T11:10:52.000Z" in text.splitlines()
     assert "4m 12s" in html
+
+
+def test_resolved_body_without_a_duration() -> None:
+    text, html = _parts(build_message(notification("resolved", resolved_at=None), _config()))
+    assert text.splitlines()[0] == "[RESOLVED] backend-api: up recovered (1, threshold 1)"
+    assert "backend-api is back within its up threshold." in text
+    assert "Duration:  unknown" in text.splitlines()
+    assert "None" not in text and "None" not in html
 
 
 def test_acknowledged_and_test_bodies() -> None:

@@ -73,6 +73,25 @@ def test_event_actions_share_the_alert_dedup_key(event: str, action: str) -> Non
     assert pagerduty_problems(body) == []
 
 
+def test_resolve_event_says_what_recovered_and_after_how_long() -> None:
+    body = build_event(notification("resolved"), KEY)
+    assert body["event_action"] == "resolve"
+    assert body["dedup_key"] == "3f2a9c1e7b5d4e60"
+    payload = body["payload"]
+    assert payload["summary"] == "backend-api: up recovered (1, threshold 1) after 4m 12s"
+    assert payload["severity"] == "critical"
+    assert payload["timestamp"] == "2026-11-18T11:10:52.000Z"
+    assert payload["class"] == "up"
+    details = payload["custom_details"]
+    assert (details["value"], details["threshold"], details["direction"]) == (1.0, 1.0, "below")
+    assert details["reason"] is None
+    assert details["since"] == "2026-11-18T11:06:40.000Z"
+    assert pagerduty_problems(body) == []
+
+    unknown = build_event(notification("resolved", resolved_at=None), KEY)
+    assert unknown["payload"]["summary"] == "backend-api: up recovered (1, threshold 1)"
+
+
 def test_flapping_summary() -> None:
     body = build_event(notification("flapping"), KEY)
     assert body["payload"]["summary"] == "backend-api: up is flapping (7 state changes in 30m)"
@@ -118,6 +137,8 @@ async def test_receiver_gets_trigger_then_resolve(
     assert trigger.json["event_action"] == "trigger"
     assert resolve.json["event_action"] == "resolve"
     assert resolve.json["dedup_key"] == trigger.json["dedup_key"]
+    assert trigger.json["payload"]["summary"] == "backend-api: up 0 < 1 (status 503)"
+    assert resolve.json["payload"]["summary"] == "backend-api: up recovered (1, threshold 1) after 4m 12s"
 
 
 def test_config_defaults_and_masking() -> None:

@@ -129,3 +129,21 @@ def test_validators_accept_every_event() -> None:
         assert slack_problems(build_message(n)) == []
         assert webhook_problems(build_body(n)) == []
         assert alertmanager_problems(build_alerts(n)) == []
+
+
+def test_no_resolve_payload_reads_like_a_breach() -> None:
+    """A resolve carries the recovered value: `up 1 < 1` would page someone for a recovery."""
+    resolved = notification("resolved")
+    wording = "backend-api: up recovered (1, threshold 1) after 4m 12s"
+    payloads = {
+        "pagerduty": build_event(resolved, "key"),
+        "slack": build_message(resolved),
+        "webhook": build_body(resolved),
+        "alertmanager": build_alerts(resolved),
+    }
+    assert payloads["pagerduty"]["payload"]["summary"] == wording
+    assert wording in payloads["slack"]["text"]
+    assert payloads["webhook"]["summary"] == wording
+    assert payloads["alertmanager"][0]["annotations"]["summary"] == wording
+    for name, payload in payloads.items():
+        assert "1 < 1" not in str(payload) and "1 &lt; 1" not in str(payload), name

@@ -61,16 +61,36 @@ def test_warning_looks_different_from_critical() -> None:
     assert "style" not in _buttons(message)[0]
 
 
-def test_resolved_carries_the_duration() -> None:
+def _headline(message: dict[str, Any]) -> str:
+    """The first section's text: the line under the header."""
+    return next(b["text"]["text"] for b in message["blocks"] if b["type"] == "section" and "text" in b)
+
+
+def test_resolved_says_what_recovered_and_after_how_long() -> None:
     message = build_message(notification("resolved"))
     assert slack_problems(message) == []
-    assert message["text"].startswith("\N{WHITE HEAVY CHECK MARK} RESOLVED (critical): backend-api")
-    assert message["text"].endswith("after 4m 12s")
+    assert message["text"] == (
+        "\N{WHITE HEAVY CHECK MARK} RESOLVED (critical): "
+        "backend-api: up recovered (1, threshold 1) after 4m 12s"
+    )
     assert _header(message) == "\N{WHITE HEAVY CHECK MARK} RESOLVED: backend-api"
+    assert _headline(message) == "*backend-api: up recovered (1, threshold 1) after 4m 12s*"
     fields = _fields(message)
+    assert fields["Impact"] == "`up recovered (1, threshold 1)`"
     assert fields["Status"] == "Resolved after 4m 12s"
     assert fields["Resolved"].endswith("|2026-11-18T11:10:52.000Z>")
-    assert any("resolved after *4m 12s*" in b.get("text", {}).get("text", "") for b in message["blocks"])
+    assert "&lt;" not in str(message["blocks"]) and "<" not in message["text"]
+
+
+def test_resolved_without_a_duration() -> None:
+    message = build_message(notification("resolved", resolved_at=None))
+    assert slack_problems(message) == []
+    assert message["text"] == (
+        "\N{WHITE HEAVY CHECK MARK} RESOLVED (critical): backend-api: up recovered (1, threshold 1)"
+    )
+    assert _headline(message) == "*backend-api: up recovered (1, threshold 1)*"
+    assert _fields(message)["Status"] == "Resolved"
+    assert "None" not in str(message)
 
 
 def test_acknowledged_is_a_short_message() -> None:

@@ -57,6 +57,8 @@ def test_status_and_event(event: str, status: str) -> None:
 def test_resolved_sets_resolved_at() -> None:
     body = build_body(notification("resolved"))
     assert body["alert"]["resolved_at"] == "2026-11-18T11:10:52.000Z"
+    assert body["summary"] == "backend-api: up recovered (1, threshold 1) after 4m 12s"
+    assert (body["alert"]["value"], body["alert"]["reason"]) == (1.0, None)
 
 
 def test_acknowledged_says_by_whom() -> None:
