@@ -26,7 +26,16 @@ from pydantic import BaseModel, SecretBytes, SecretStr
 
 from monitor.models import MASK
 
-__all__ = ["MIN_SECRET_LEN", "NO_SECRETS", "Secrets", "echoed_forms", "redact", "secret_values", "secrets_of"]
+__all__ = [
+    "MIN_SECRET_LEN",
+    "NO_SECRETS",
+    "Secrets",
+    "echoed_forms",
+    "redact",
+    "secret_values",
+    "secrets_of",
+    "url_secrets",
+]
 
 MIN_SECRET_LEN = 4
 # A secret cut short at the very end of a text (no ellipsis) is masked from this many characters:
