@@ -519,14 +519,15 @@ class AlertManager:
 
     async def add_silence(self, checks: list[str], start: float, end: float, comment: str) -> Silence:
         silence = Silence(secrets.token_hex(8), tuple(checks), start, end, comment)
+        await self.store.save_silence(silence.id, asdict(silence))  # first: a failed write adds nothing
         self.silences[silence.id] = silence
-        await self.store.save_silence(silence.id, asdict(silence))
         return silence
 
     async def delete_silence(self, silence_id: str) -> bool:
-        if self.silences.pop(silence_id, None) is None:
+        if silence_id not in self.silences:
             return False
-        await self.store.delete_silence(silence_id)
+        await self.store.delete_silence(silence_id)  # first: a failed write leaves the silence on
+        self.silences.pop(silence_id, None)
         await self.tick(self.clock.now())  # alerts it held are notified now if still firing
         return True
 

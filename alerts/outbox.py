@@ -1,5 +1,9 @@
 """At-least-once delivery: written to the store before any send, retried with backoff, one worker
-per notifier so that none can delay another (or the checks)."""
+per notifier so that none can delay another (or the checks).
+
+While the store fails, what it could not take is held in memory, in order, and stored by a later
+`flush`: a page is late, never lost, and never sent before it is stored.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,13 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
+from typing import Any
 
 from alerts.notifiers.base import Delivery, Failed, Notification, Notifier, Retry, Sent, deliver
 from monitor.clock import Clock
-from monitor.store import AlertRecord, OutboxItem, Store
+from monitor.store import AlertRecord, OutboxItem, Store, StoreError
 
 log = logging.getLogger("alerts.outbox")
 
@@ -48,13 +53,34 @@ class Outbox:
         self._wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in notifiers}
         self._tasks: list[asyncio.Task[None]] = []
         self.failed: list[OutboxItem] = []  # permanent failures since start, for the API and tests
+        # Not stored yet, oldest first: per alert episode its latest record and the notifications
+        # decided since (merged, so one failing alert holds one entry).
+        self._unstored: OrderedDict[str, tuple[AlertRecord | None, list[tuple[str, dict[str, Any]]]]]
+        self._unstored = OrderedDict()
+        self._unsettled: dict[int, tuple[OutboxItem, str]] = {}  # rows whose new status is not stored
+        self._flushing = asyncio.Lock()
+        self._stalled = False  # the last flush failed: commits are held for the next one
+        self._records = 0  # names record-less commits in _unstored
 
     @property
     def pending(self) -> int:
-        return sum(len(q) for q in self._queues.values())
+        """Notifications not delivered yet, those held for a failing store included."""
+        held = sum(len(payloads) for _, payloads in self._unstored.values())
+        return held + sum(len(q) for q in self._queues.values())
+
+    @property
+    def unstored(self) -> int:
+        """Writes held for the store: alert episodes and outbox rows."""
+        return len(self._unstored) + len(self._unsettled)
 
     def queued(self, notifier: str, alert_id: str, event: str) -> bool:
         """Is such a notification still waiting? A repeat is not piled onto an undelivered one."""
+        if any(
+            n == notifier and p["alert_id"] == alert_id and p["event"] == event
+            for _, payloads in self._unstored.values()
+            for n, p in payloads
+        ):
+            return True
         return any(
             i.payload["alert_id"] == alert_id and i.payload["event"] == event
             for i in self._queues.get(notifier, ())
@@ -72,11 +98,87 @@ class Outbox:
 
     async def commit(self, alert: AlertRecord | None, outgoing: list[tuple[str, Notification]]) -> None:
         """Store the alert's state and its notifications in one transaction, then wake the workers:
-        nothing is sent before it is stored."""
+        nothing is sent before it is stored. While the store fails they are held instead (no
+        store error is raised): the next `flush` stores them, after everything held before."""
         payloads = [(name, n.to_json()) for name, n in outgoing if name in self._queues]
-        for item in await self.store.commit(alert, payloads, self.clock.now()):
-            self._queues[item.notifier].append(item)
-            self._wake[item.notifier].set()
+        if alert is None:
+            self._records += 1
+        self._hold(alert.key if alert is not None else f"\0{self._records}", alert, payloads)
+        if not self._stalled:  # else a failing store is not asked again by every check run
+            await self.flush()
+
+    def _hold(
+        self,
+        key: str,
+        alert: AlertRecord | None,
+        payloads: list[tuple[str, dict[str, Any]]],
+        first: bool = False,
+    ) -> None:
+        """Keep a commit for `flush`; `first`: it was held before anything now held (a retry)."""
+        held = self._unstored.get(key)
+        if held is not None:
+            earlier, later = (payloads, held[1]) if first else (held[1], payloads)
+            newest = (held[0] if first else alert) or alert or held[0]
+            alert, payloads = newest, earlier + later
+        self._unstored[key] = (alert, payloads)
+        if first:
+            self._unstored.move_to_end(key, last=False)
+
+    async def flush(self) -> None:
+        """Store what is held, oldest first, and queue its notifications; stops at the first
+        store failure (counted and logged by the store), leaving the rest for the next flush."""
+        async with self._flushing:
+            try:
+                while self._unstored:
+                    key, (alert, payloads) = self._unstored.popitem(last=False)
+                    payloads = [(n, p) for n, p in payloads if n in self._queues]  # (after a reload)
+                    try:
+                        items = await self.store.commit(alert, payloads, self.clock.now())
+                    except (StoreError, asyncio.CancelledError):
+                        self._hold(key, alert, payloads, first=True)
+                        raise
+                    for item in items:
+                        self._enqueue(item)
+                for entry in list(self._unsettled.values()):
+                    item, status = entry
+                    await self._store_status(item, status)
+                    if self._unsettled.get(item.id) is entry:  # else settled again meanwhile
+                        del self._unsettled[item.id]
+            except StoreError:
+                self._stalled = True
+                return
+            self._stalled = False
+
+    def _enqueue(self, item: OutboxItem) -> None:
+        queue = self._queues.get(item.notifier)
+        if queue is None:  # a reload removed its notifier while the row was being stored
+            item.last_error = "notifier no longer configured"
+            self._unsettled[item.id] = (item, "failed")
+            return
+        queue.append(item)
+        self._wake[item.notifier].set()
+
+    async def _store_status(self, item: OutboxItem, status: str) -> None:
+        if status == "pending":
+            await self.store.reschedule(item)
+        else:
+            await asyncio.shield(self.store.finish(item, status))  # the "mark delivered" write
+
+    async def reconfigure(self, notifiers: dict[str, Notifier]) -> None:
+        """A reloaded config's notifiers. What is undelivered or not stored stays, in order, with
+        nothing read from the store (it may be failing); a removed notifier's rows fail."""
+        await self.stop()
+        for name in self._queues.keys() - notifiers.keys():
+            for item in self._queues.pop(name):
+                item.last_error = "notifier no longer configured"
+                self._unsettled[item.id] = (item, "failed")
+                log.error("undeliverable: notifier removed", extra={"notifier": name})
+            del self._wake[name]
+        for name in notifiers.keys() - self._queues.keys():
+            self._queues[name], self._wake[name] = deque(), asyncio.Event()
+        self.notifiers = notifiers
+        self.start()
+        await self.flush()
 
     def start(self) -> None:
         for name in self.notifiers:
@@ -127,7 +229,7 @@ class Outbox:
             delivery = Failed(f"gave up after 24h: {delivery.reason}")
         if isinstance(delivery, Sent):
             queue.popleft()
-            await asyncio.shield(self.store.finish(item, "sent"))
+            await self._settled(item, "sent")
             if item.attempts > 1:
                 log.info("delivered after retries", extra=fields)
         elif isinstance(delivery, Retry):
@@ -136,13 +238,23 @@ class Outbox:
             if delivery.after_s is not None:
                 delay = max(delay, min(delivery.after_s, RETRY_AFTER_MAX_S))
             item.next_at = now + delay
-            await self.store.reschedule(item)
+            await self._settled(item, "pending")
             if item.attempts == 1:  # a repeated error is logged once, not at every attempt
                 log.warning("delivery failed, retrying", extra={**fields, "reason": delivery.reason})
         else:
             queue.popleft()
             item.last_error = delivery.reason
-            await asyncio.shield(self.store.finish(item, "failed"))
+            await self._settled(item, "failed")
             self.failed.append(item)
             log.error("delivery failed permanently", extra={**fields, "reason": delivery.reason})
         self._on_outcome(item.notifier, delivery.outcome)
+
+    async def _settled(self, item: OutboxItem, status: str) -> None:
+        """Store a row's new status; a failing store gets it at the next flush, and the worker
+        goes on (a sent row not yet marked is sent again only if the process restarts first)."""
+        try:
+            await self._store_status(item, status)
+        except StoreError:
+            self._unsettled[item.id] = (item, status)
+        else:
+            self._unsettled.pop(item.id, None)  # an older status held for it is now out of date

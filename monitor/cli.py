@@ -184,6 +184,7 @@ def _run(path: str, watch: bool = False) -> int:
 
 async def _serve(config: Config, path: str, watch: bool) -> int:
     from monitor.daemon import serve
+    from monitor.store import StoreError
 
     stop, reload = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -192,6 +193,9 @@ async def _serve(config: Config, path: str, watch: bool) -> int:
     loop.add_signal_handler(signal.SIGHUP, reload.set)
     try:
         await serve(config, path, stop, reload, watch)
+    except StoreError as exc:  # raised only at start: the store is not usable as configured
+        print(f"state: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_INVALID
     except OSError as exc:  # e.g. the listen port is taken
         log.error("cannot start", extra={"reason": str(exc)})
         return 1

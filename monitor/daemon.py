@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 
 from alerts.manager import Alert, AlertManager, AlertPolicy, CheckInfo
 from alerts.notifiers import notifier_types
@@ -36,13 +36,14 @@ from monitor.metrics import CheckSeries, Metrics
 from monitor.models import EXIT_CODES, STATUS_RANK, CheckResult, Level, RowState, Status, iso
 from monitor.runner import run_check
 from monitor.scheduler import Scheduler
-from monitor.store import Store, make_store
+from monitor.store import OPERATIONS, StoreError, WatchedStore, make_store
 
 log = logging.getLogger("monitor.daemon")
 
 # SIGTERM must end the process within 10 s: running checks get this long to finish.
 STOP_GRACE_S = 8.0
 TICK_S = 1.0  # how often time-driven alerting work (repeat, escalation, windows) is looked at
+STOP_FLUSH_S = 1.0  # at SIGTERM, how long a failing store is given for what it has not taken
 _STATUS_OF_LEVEL = {
     Level.OK: Status.OK,
     Level.WARNING: Status.WARNING,
@@ -358,7 +359,15 @@ class Daemon:
         self.config_path = config_path
         self.clock = clock or SystemClock()
         self.metrics = Metrics(registry)
-        self.store: Store = make_store(config.monitor.state)
+        self.store_errors = Counter(
+            "monitor_store_errors",
+            "Failed state store operations, retries included, by operation.",
+            ["operation"],
+            registry=self.metrics.registry,
+        )
+        for operation in OPERATIONS:
+            self.store_errors.labels(operation)
+        self.store = WatchedStore(make_store(config.monitor.state), self._store_failed)
         self.runtimes: dict[str, CheckRuntime] = {}
         self.scheduler = Scheduler(self._run, self.metrics.scheduler_lag.observe, self._skipped)
         self.outbox: Outbox | None = None
@@ -374,8 +383,23 @@ class Daemon:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Store, alert state, outbox, checks, then the listener (cleanup runs in reverse)."""
+        """Store, alert state, outbox, checks, then the listener (cleanup runs in reverse).
+        Raises StoreError when the state store cannot be opened or read."""
         _raise_open_files_limit()
+        try:
+            await self._start()
+        except BaseException:
+            # What was opened is closed: an SQLite connection left open is a thread that keeps
+            # the process from exiting.
+            await self._close()
+            raise
+        self._started = True
+        # The config and the checks' state live as long as the process: keeping the collector
+        # from walking them again on every full collection (~1 million objects at 20,000 checks).
+        gc.freeze()
+        log.info("started", extra={"checks": len(self.runtimes), "path": self.config.monitor.listen})
+
+    async def _start(self) -> None:
         await self.store.open()
         self._session = new_http_session()
         self.runtimes = build_runtimes(self.config, CheckDeps(http=self._session))
@@ -397,33 +421,51 @@ class Daemon:
         await self._web.setup()
         host, port = self.config.monitor.host_port
         await web.TCPSite(self._web, host, port).start()
-        self._started = True
-        # The config and the checks' state live as long as the process: keeping the collector
-        # from walking them again on every full collection (~1 million objects at 20,000 checks).
-        gc.freeze()
-        log.info("started", extra={"checks": len(self.runtimes), "path": self.config.monitor.listen})
 
     async def stop(self) -> None:
         """Stop scheduling, let running checks finish (bounded), then close in reverse order.
-        Undelivered notifications are already in the store: the next start sends them."""
+        Undelivered notifications are in the store: the next start sends them."""
         self.scheduler.shutdown()
         try:
             await asyncio.wait_for(self._idle.wait(), STOP_GRACE_S)
         except TimeoutError:
             log.warning("stopping with checks still running", extra={"reason": "grace period over"})
+        await self._close()
+        log.info("stopped")
+
+    async def _close(self) -> None:
+        """Close what was opened, in reverse order; whatever `start` got to."""
+        self.scheduler.shutdown()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+            self._ticker = None
         if self.outbox is not None:
             await self.outbox.stop()
+            await self._flush_outbox()
         if self._web is not None:
             await self._web.cleanup()
+            self._web = None
         if self._session is not None:
             await self._session.close()
+            self._session = None
         await self.store.close()
         self._started = False
-        log.info("stopped")
+
+    async def _flush_outbox(self) -> None:
+        """What a failing store has not taken yet is offered once more, briefly."""
+        assert self.outbox is not None
+        if not self.outbox.unstored:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_FLUSH_S):
+                await self.outbox.flush()
+        if self.outbox.unstored:
+            log.error(
+                "stopping with writes the state store did not take",
+                extra={"reason": f"{self.outbox.unstored} held: {self.store.failing}"},
+            )
 
     @property
     def bound_port(self) -> int:
@@ -445,14 +487,28 @@ class Daemon:
                 )
 
     async def _tick_forever(self) -> None:
-        """Repeats, escalations, business hours and windows move with time, not with runs."""
+        """Repeats, escalations, business hours and windows move with time, not with runs; so
+        does the retry of what a failing store has not taken."""
         assert self.alerts is not None
         while True:
             try:
+                await self._retry_store()
                 await self.alerts.tick(self.clock.now())
+            except StoreError:
+                pass  # counted, and logged when it starts failing, by the store; tried next tick
             except Exception:  # a bug here must not stop alerting for good
                 log.exception("alert tick failed")
             await asyncio.sleep(TICK_S)
+
+    async def _retry_store(self) -> None:
+        """While the store fails: what it has not taken is stored, or else it is probed with a
+        write, so that its recovery is seen without waiting for an alert to change."""
+        assert self.outbox is not None
+        if self.outbox.unstored:
+            await self.outbox.flush()
+        elif self.store.failing is not None:
+            with contextlib.suppress(StoreError):
+                await self.store.probe()
 
     # ------------------------------------------------------------ reload
 
@@ -493,11 +549,7 @@ class Daemon:
                 self.scheduler.add(name, rt.check.config.interval)
         self.runtimes = fresh
         if new.notifiers != self.config.notifiers:
-            await self.outbox.stop()
-            self.outbox = self._new_outbox(new)
-            await self.outbox.load()
-            self.outbox.start()
-            self.alerts.outbox = self.outbox
+            await self.outbox.reconfigure(build_notifiers(new, self._session))
         self.alerts.policy = alert_policy(new, fresh)
         self.config = new
         self.metrics.config_reloads.labels("success").inc()
@@ -547,6 +599,9 @@ class Daemon:
 
     def _notified(self, notifier: str, outcome: str) -> None:
         self.metrics.notifications.labels(notifier, outcome).inc()
+
+    def _store_failed(self, operation: str) -> None:
+        self.store_errors.labels(operation).inc()
 
     def _export_alert_gauges(self) -> None:
         """Computed when scraped, not kept up to date on every run."""
@@ -611,8 +666,10 @@ class Daemon:
     async def ready(self) -> tuple[bool, str]:
         if not self._started:
             return False, "starting"
-        if not await self.store.ping():
-            return False, "state store unreachable"
+        # A store whose writes failed stays unready until a write works (see _retry_store).
+        if self.store.failing is not None or not await self.store.ping():
+            why = self.store.failing
+            return False, "state store unreachable" + (f": {why}" if why else "")
         if set(self.scheduler.jobs()) != set(self.runtimes):
             return False, "checks not scheduled"
         return True, "ready"
