@@ -501,14 +501,17 @@ class Daemon:
             await asyncio.sleep(TICK_S)
 
     async def _retry_store(self) -> None:
-        """While the store fails: what it has not taken is stored, or else it is probed with a
-        write, so that its recovery is seen without waiting for an alert to change."""
+        """While the store fails it is probed with a write (which also reopens a replaced SQLite
+        file): its recovery is seen without waiting for an alert to change. Then what it has not
+        taken is stored."""
         assert self.outbox is not None
+        if self.store.failing is not None:
+            try:
+                await self.store.probe()
+            except StoreError:
+                return
         if self.outbox.unstored:
             await self.outbox.flush()
-        elif self.store.failing is not None:
-            with contextlib.suppress(StoreError):
-                await self.store.probe()
 
     # ------------------------------------------------------------ reload
 

@@ -221,6 +221,8 @@ def _path_problem(path: str) -> str | None:
     (a directory is "unable to open database file"); None when it looks usable. Blocking."""
     file = Path(path)
     try:
+        if file.parent.exists() and not file.parent.is_dir():
+            return f"{path}: {file.parent} is not a directory"
         file.parent.mkdir(parents=True, exist_ok=True)
         if file.is_dir():
             return f"{path} is a directory"

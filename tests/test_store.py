@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from monitor.store import AlertRecord, MemoryStore, PostgresStore, SqliteStore, Store
+from monitor.store import AlertRecord, MemoryStore, PostgresStore, SqliteStore, Store, StoreError
 from tests.fakes.postgres import PostgresCluster
 
 
@@ -70,3 +71,39 @@ async def test_outbox_alerts_silences_survive_reopen(make: Callable[[], Store]) 
         assert not await store.delete_silence("s1")
     finally:
         await store.close()
+
+
+def _garbage(path: Path) -> str:
+    path.write_bytes(b"\x00not SQLite\xff" * 512)
+    return f"{path} is not an SQLite database"
+
+
+def _directory(path: Path) -> str:
+    path.mkdir()
+    return f"{path} is a directory"
+
+
+def _under_a_file(path: Path) -> str:
+    path.parent.write_text("a file, not a directory")
+    return f"{path}: {path.parent} is not a directory"
+
+
+@pytest.mark.parametrize(
+    "make", [_garbage, _directory, _under_a_file], ids=["garbage", "directory", "parent-is-a-file"]
+)
+async def test_an_unusable_sqlite_file_is_a_store_error_and_leaves_no_thread(
+    tmp_path: Path, make: Callable[[Path], str]
+) -> None:
+    path = tmp_path / ("data/state.db" if make is _under_a_file else "state.db")
+    expected = make(path)
+    before = set(threading.enumerate())
+    store = SqliteStore(str(path))
+    with pytest.raises(StoreError) as info:
+        await store.open()
+    assert str(info.value) == expected
+    # aiosqlite's connection thread is no daemon: one left running keeps the process from exiting.
+    for thread in set(threading.enumerate()) - before:
+        if "_connection_worker_thread" not in thread.name:
+            continue  # asyncio's executor threads end with the loop
+        thread.join(timeout=5)
+        assert not thread.is_alive(), thread
