@@ -185,8 +185,30 @@ class AlertManager:
         for doc in await self.store.load_alerts(active=True):
             alert = Alert.from_doc(doc)
             self._track(alert)
+        from monitor.models import iso  # the API's rendering: a silence it cannot show is not loaded
+
         for doc in await self.store.load_silences():
-            silence = Silence(**{**doc, "checks": tuple(doc["checks"])})
+            # Rows written before the API checked its input (or by hand) are skipped, not fatal:
+            # one would otherwise stop the daemon from starting, or break every GET of the silences.
+            sid = doc.get("id") if isinstance(doc, dict) else None
+            try:
+                if not isinstance(doc, dict):
+                    raise TypeError("not a JSON object")
+                checks = doc.get("checks")
+                if not isinstance(checks, list) or not all(isinstance(g, str) for g in checks):
+                    raise TypeError("checks: not a list of check name globs")
+                silence = Silence(**{**doc, "checks": tuple(checks)})  # TypeError: a missing or unknown key
+                if not isinstance(silence.id, str) or not isinstance(silence.comment, str):
+                    raise TypeError("id and comment must be strings")
+                if not isinstance(silence.created_by, str | None):
+                    raise TypeError("created_by: not a string")
+                for name, value in (("start", silence.start), ("end", silence.end)):
+                    if isinstance(value, bool) or not isinstance(value, int | float):
+                        raise TypeError(f"{name}: not a number")
+                    iso(value)  # ValueError or OverflowError: NaN, infinite, outside years 1..9999
+            except (TypeError, ValueError, OverflowError, OSError) as exc:
+                log.warning("stored silence skipped", extra={"reason": f"silence {sid!r}: {exc}"})
+                continue
             self.silences[silence.id] = silence
 
     def _track(self, alert: Alert) -> None:

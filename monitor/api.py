@@ -5,14 +5,27 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from collections.abc import Iterator
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from html import escape
+from itertools import accumulate
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
+
+from monitor.models import iso
+
+log = logging.getLogger("monitor.api")
+
+MAX_BODY_BYTES = 64 * 1024  # an ack or a silence is a few hundred bytes: more is a mistake or an attack
+MAX_JSON_DEPTH = 32  # our bodies are two levels deep; the limit keeps the parser far from recursion limits
+_MAX_NUMBER_DIGITS = 100  # no field takes a number: a long one only costs CPU to convert
+_SILENCE_KEYS = ("checks", "start", "end", "comment")
+_ACK_KEYS = ("by", "comment")
 
 
 class ApiSource(Protocol):
@@ -42,24 +55,127 @@ class BadRequest(ValueError):
 
 
 def parse_time(value: Any, field: str, tz: ZoneInfo) -> float:
-    """RFC 3339; a time without an offset is read in `monitor.timezone` (SPEC section 3)."""
+    """RFC 3339; a time without an offset is read in `monitor.timezone` (SPEC section 3).
+    Only times the API can show again in UTC (years 1 to 9999) are taken."""
     if not isinstance(value, str):
-        raise BadRequest(f"{field}: expected an RFC 3339 time")
+        raise BadRequest(f'{field}: expected an RFC 3339 time, e.g. "2026-12-01T02:00:00Z"')
     try:
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise BadRequest(f"{field}: invalid time {value!r}, expected RFC 3339") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=tz)
-    return when.timestamp()
+    try:
+        ts = when.timestamp()
+        iso(ts)  # what GET shows: a time that cannot be rendered would break every later listing
+    except (OverflowError, ValueError, OSError):
+        raise BadRequest(
+            f"{field}: out of range {value!r}, its UTC time must fall in years 1..9999"
+        ) from None
+    return ts
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _text(value: Any, field: str) -> str:
+    """A string every store can keep: PostgreSQL's jsonb refuses NUL and unpaired surrogates."""
+    if not isinstance(value, str):
+        raise BadRequest(f"{field}: expected a string")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise BadRequest(f"{field}: not valid Unicode (unpaired surrogate)") from None
+    if "\x00" in value:
+        raise BadRequest(f"{field}: must not contain NUL characters")
+    return value
+
+
+def _only_keys(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    # A typo must not silently drop a field (SPEC section 3's rule for the config, kept here too).
+    for key in body:
+        if key not in allowed:
+            raise BadRequest(f"{key[:100]}: unknown key (expected {', '.join(allowed)})")
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def json_depth(text: str) -> int:
+    """How deep the arrays and objects of a JSON text nest, counted without parsing it."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0)
+
+
+def _no_constant(name: str) -> float:
+    raise BadRequest(f"body: invalid JSON: {name} is not a JSON value")
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits) > _MAX_NUMBER_DIGITS:
+        raise BadRequest(f"body: invalid JSON: number longer than {_MAX_NUMBER_DIGITS} digits")
+    return int(digits)
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """A request body as a JSON object: UTF-8 whatever the declared charset (RFC 8259), bounded depth."""
+    if not raw:
+        return {}
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"body: not UTF-8 (invalid byte at offset {exc.start})") from None
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise BadRequest(f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        body = json.loads(text, parse_constant=_no_constant, parse_int=_bounded_int)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"body: invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:  # unbalanced brackets inside a broken string can hide depth from the count
+        raise BadRequest(f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if not isinstance(body, dict):
+        raise BadRequest("body: expected a JSON object")
+    return body
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own answers (404, 405, 413...) in the API's error shape, keeping e.g. `Allow`."""
+    headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
+    if isinstance(exc, web.HTTPNotFound):
+        message = f"no such path: {request.path}"
+    elif isinstance(exc, web.HTTPMethodNotAllowed):
+        message = f"method {request.method} not allowed (allowed: {', '.join(sorted(exc.allowed_methods))})"
+    elif isinstance(exc, web.HTTPRequestEntityTooLarge):
+        message = f"body: larger than {MAX_BODY_BYTES} bytes"
+    else:
+        message = exc.reason
+    return _error(exc.status, message, headers)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every answer under /api/ is JSON, errors included; a bug is a logged 500, not a stack trace."""
+    if not request.path.startswith("/api/"):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _http_error(request, exc)
+    except Exception:
+        log.exception("API request failed", extra={"path": request.path})
+        return _error(500, "internal error (logged)")
 
 
 def build_app(source: ApiSource) -> web.Application:
-    app = web.Application()
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[api_errors])
 
     def authorize(request: web.Request) -> web.Response | None:
         """403 when write endpoints are disabled (no token), 401 without the right bearer token."""
@@ -77,13 +193,7 @@ def build_app(source: ApiSource) -> web.Application:
     async def body_of(request: web.Request) -> dict[str, Any]:
         if not request.can_read_body:
             return {}
-        try:
-            body = json.loads(await request.text())
-        except json.JSONDecodeError as exc:
-            raise BadRequest(f"invalid JSON: {exc.msg}") from None
-        if not isinstance(body, dict):
-            raise BadRequest("expected a JSON object")
-        return body
+        return parse_body(await request.read())  # read() raises aiohttp's 413 past client_max_size
 
     async def metrics(request: web.Request) -> web.StreamResponse:
         # Half a million lines and ~0.6 s of CPU at 20,000 checks: written in slices, the loop
@@ -136,11 +246,11 @@ def build_app(source: ApiSource) -> web.Application:
             return denied
         try:
             body = await body_of(request)
+            _only_keys(body, _ACK_KEYS)
+            by = None if body.get("by") is None else _text(body["by"], "by")
+            comment = None if body.get("comment") is None else _text(body["comment"], "comment")
         except BadRequest as exc:
             return _error(400, str(exc))
-        by, comment = body.get("by"), body.get("comment")
-        if not isinstance(by, str | None) or not isinstance(comment, str | None):
-            return _error(400, "by and comment must be strings")
         alert = await source.acknowledge(request.match_info["id"], by, comment)
         if alert is None:
             return _error(404, "no such alert")
@@ -154,24 +264,22 @@ def build_app(source: ApiSource) -> web.Application:
             return denied
         try:
             body = await body_of(request)
+            _only_keys(body, _SILENCE_KEYS)
             globs = body.get("checks")
             if not isinstance(globs, list) or not globs or not all(isinstance(g, str) and g for g in globs):
                 raise BadRequest('checks: a non-empty list of check name globs, e.g. ["backend-*"]')
+            for glob in globs:
+                _text(glob, "checks")
             now = source.now()
-            start = parse_time(body["start"], "start", source.timezone) if body.get("start") else now
+            start = now if body.get("start") is None else parse_time(body["start"], "start", source.timezone)
             if "end" not in body:
                 raise BadRequest("end: required")
             end = parse_time(body["end"], "end", source.timezone)
             if end <= start:
-                raise BadRequest("end must be after start")
+                raise BadRequest("end: must be after start")
             if end <= now:
-                raise BadRequest("end is in the past")
-            comment = body.get("comment", "")
-            if not isinstance(comment, str):
-                raise BadRequest("comment must be a string")
-            unknown = set(body) - {"checks", "start", "end", "comment"}
-            if unknown:
-                raise BadRequest(f"unknown key {sorted(unknown)[0]!r}")
+                raise BadRequest("end: in the past")
+            comment = _text(body.get("comment", ""), "comment")
         except BadRequest as exc:
             return _error(400, str(exc))
         return web.json_response(await source.add_silence(globs, start, end, comment), status=201)
