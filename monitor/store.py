@@ -34,7 +34,7 @@ log = logging.getLogger("monitor.store")
 T = TypeVar("T")
 
 OPERATION_TIMEOUT_S = 30.0  # a store that answers nothing (a black-holed server) fails, not hangs
-# Every operation `monitor_store_errors_total{operation}` counts; reads cannot show that writes work.
+# The `operation` label values of monitor_store_errors_total.
 OPERATIONS = (
     "ping",
     "probe",
@@ -47,6 +47,7 @@ OPERATIONS = (
     "pending",
     "load_silences",
 )
+# A read that works does not clear a failed write: a locked or full store still reads.
 _READS = frozenset({"ping", "load_alerts", "pending", "load_silences"})
 
 
