@@ -184,7 +184,9 @@ def build_app(source: ApiSource) -> web.Application:
             return _error(403, "write endpoints are disabled: set monitor.api_token")
         given = request.headers.get("Authorization", "")
         scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        # Header bytes that are not UTF-8 arrive surrogate-escaped (and an env token may be too).
+        given_bytes, token_bytes = (t.encode("utf-8", "surrogateescape") for t in (value.strip(), token))
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given_bytes, token_bytes):
             return web.json_response(
                 {"error": "missing or wrong bearer token"}, status=401, headers={"WWW-Authenticate": "Bearer"}
             )

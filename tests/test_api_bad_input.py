@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -12,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
 from monitor.config import parse_config
 from monitor.daemon import Daemon
 from monitor.store import make_store
+from tests.fakes.postgres import PostgresCluster
 from tests.test_api import firing_alert
 
 TOKEN = "api-secret-token"
@@ -283,6 +286,34 @@ async def test_wrong_ack_fields_are_a_400_naming_the_field(
     assert [a["acknowledged"] for a in listed["alerts"]] == [False]
 
 
+async def raw_request(daemon: Daemon, head: bytes, body: bytes = b"") -> tuple[int, Any]:
+    """Bytes no HTTP client would send (a header that is not UTF-8), over a plain socket."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", daemon.bound_port)
+    try:
+        writer.write(head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        await writer.drain()
+        answer = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers, _, text = rest.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in headers.lower(), answer[:300]
+    return int(status_line.split()[1]), json.loads(text)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [b"\xff\xfe", b"api-secret-token\xff", b"\xc3\xa9"],
+    ids=["not-utf8", "token-then-not-utf8", "non-ascii"],
+)
+async def test_a_bearer_token_that_is_not_ascii_is_a_401(api: Daemon, token: bytes) -> None:
+    head = b"POST /api/v1/silences HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token + b"\r\n"
+    status, answer = await raw_request(api, head, json.dumps(GOOD_SILENCE).encode())
+    assert_error(status, answer, 401, "token")
+    await assert_nothing_stored(api)
+
+
 @pytest.mark.parametrize(
     ("method", "path", "expected", "allow"),
     [
@@ -365,3 +396,45 @@ async def test_a_bad_stored_silence_is_skipped_with_a_warning(
             assert checks["checks"][0]["suppressed"] == "silence"  # the good row still applies
     warnings = [r.getMessage() + " " + str(getattr(r, "reason", "")) for r in caplog.records]
     assert any("'bad'" in w for w in warnings), warnings
+
+
+@pytest.fixture
+async def pg_state(pg_cluster: PostgresCluster) -> AsyncIterator[str]:
+    """A fresh database on the session's PostgreSQL server, as a `state` URL."""
+    db = "api_bad_input"
+    admin = await asyncpg.connect(pg_cluster.dsn())
+    await admin.execute(f"drop database if exists {db} with (force)")
+    await admin.execute(f"create database {db}")
+    try:
+        yield pg_cluster.dsn(database=db)
+    finally:
+        await admin.execute(f"drop database if exists {db} with (force)")
+        await admin.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        pytest.param(
+            "silences", {**GOOD_SILENCE, "comment": "a\u0000b"}, "comment", id="silence-comment-nul"
+        ),
+        pytest.param(
+            "silences", {**GOOD_SILENCE, "checks": ["\udc80*"]}, "checks", id="silence-glob-surrogate"
+        ),
+        pytest.param("ack", {"by": "\u0000"}, "by", id="ack-by-nul"),
+        pytest.param("ack", {"comment": "\ud83d"}, "comment", id="ack-comment-surrogate"),
+    ],
+)
+async def test_text_postgresql_cannot_keep_is_a_400_there(
+    pg_state: str, path: str, body: dict[str, Any], field: str
+) -> None:
+    async with started(pg_state) as daemon:
+        alert = await firing_alert(daemon)
+        url = "/api/v1/silences" if path == "silences" else f"/api/v1/alerts/{alert['id']}/ack"
+        status, answer = await send_json(daemon, "POST", url, body)
+        assert_error(status, answer, 400)
+        assert answer["error"].startswith(f"{field}: "), answer
+        await assert_nothing_stored(daemon)
+        unicode = {**GOOD_SILENCE, "comment": "café ✓ 🚧"}  # what PostgreSQL can keep still goes in
+        status, created = await send_json(daemon, "POST", "/api/v1/silences", unicode)
+        assert status == 201 and created["comment"] == "café ✓ 🚧"
