@@ -100,7 +100,7 @@ def write_config(tmp_path: Path, peers: Peers, listen_port: int, interval: str =
 listen = "127.0.0.1:{listen_port}"
 state = "sqlite:///{tmp_path}/state.db"
 default_interval = "{interval}"
-default_timeout = "2s"
+default_timeout = "1s"
 log_format = "json"
 
 [thresholds.latency_p95_ms]
@@ -341,7 +341,9 @@ async def test_default_config_runs_and_watches_itself(tmp_path: Path) -> None:
     """The README's promise: `monitor run` on the shipped monitor.toml works on a fresh machine."""
     text = (Path(__file__).parent.parent / "monitor.toml").read_text()
     port = free_port()
-    text = text.replace("9100", str(port)).replace('"15s"', '"1s"').replace('"30s"', '"1s"')
+    text = text.replace("9100", str(port))
+    for duration in ('"15s"', '"30s"', '"10s"', '"2s"'):  # timeouts too: none may exceed its interval
+        text = text.replace(duration, '"1s"')
     (tmp_path / "monitor.toml").write_text(text)
     proc = await asyncio.create_subprocess_exec(
         *MONITOR,

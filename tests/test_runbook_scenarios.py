@@ -86,7 +86,7 @@ class Stack:
 listen = "127.0.0.1:{self.port}"
 state = "sqlite:///{self.tmp}/state.db"
 default_interval = "1s"
-default_timeout = "2s"
+default_timeout = "1s"
 log_format = "json"
 
 [business_hours]

@@ -69,7 +69,7 @@ def write_config(directory: Path, port: int, peer: LoopbackHttp, paging: bool = 
 [monitor]
 listen = "127.0.0.1:{port}"
 default_interval = "1s"
-default_timeout = "2s"
+default_timeout = "1s"
 log_format = "json"
 
 [[checks]]

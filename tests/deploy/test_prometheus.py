@@ -182,7 +182,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, peers: LoopbackHttp) -> Ite
 listen = "127.0.0.1:{port}"
 state = "sqlite:///{tmp}/state.db"
 default_interval = "1s"
-default_timeout = "2s"
+default_timeout = "1s"
 
 [thresholds.latency_p95_ms]
 warning = 500
