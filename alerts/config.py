@@ -51,6 +51,7 @@ class EscalationStep(ConfigModel):
 class RouteConfig(ConfigModel):
     """One row of the alert policy: which alerts go to which notifiers, how often."""
 
+    name: str | None = None  # its identity across reloads; else its match and notify are
     match: RouteMatch = RouteMatch()
     notify: list[str] = Field(min_length=1)
     repeat: Duration | None = None

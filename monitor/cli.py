@@ -14,7 +14,10 @@ from typing import Any, TypeVar
 
 from monitor import __version__
 from monitor.config import Config, ConfigError, config_schema, load_config
+from monitor.daemon import serve
 from monitor.logs import setup_logging
+from monitor.once import exit_code, notify_test, run_once
+from monitor.store import StoreError
 
 log = logging.getLogger("monitor.cli")
 
@@ -86,8 +89,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _notify_test(path: str, name: str) -> int:
-    from monitor.daemon import notify_test
-
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -123,8 +124,6 @@ def _validate(path: str) -> int:
 
 
 def _once(path: str, as_json: bool, names: list[str] | None) -> int:
-    from monitor.daemon import exit_code, run_once  # the checks' libraries load only when needed
-
     errors: list[str] = []
     config: Config | None = None
     try:
@@ -183,9 +182,6 @@ def _run(path: str, watch: bool = False) -> int:
 
 
 async def _serve(config: Config, path: str, watch: bool) -> int:
-    from monitor.daemon import serve
-    from monitor.store import StoreError
-
     stop, reload = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,4 +1,5 @@
-"""Wiring: builds the shared resources, the checks, the scheduler and the HTTP server, and runs them."""
+"""Wiring: builds the shared resources, the checks, alerting, the scheduler and the HTTP server,
+and runs them."""
 
 from __future__ import annotations
 
@@ -8,35 +9,28 @@ import gc
 import logging
 import os
 import resource
-import secrets
-import socket
 import time
-from array import array
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import aiohttp
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 
-from alerts.manager import Alert, AlertManager, AlertPolicy, CheckInfo
-from alerts.notifiers import notifier_types
-from alerts.notifiers.base import Delivery, Notification, Notifier, deliver
 from alerts.outbox import Outbox
-from alerts.windows import Silence
-from checks import Check, CheckDeps, check_types
-from monitor import __version__
+from alerts.pipeline import AlertPipeline
+from checks import CheckDeps
 from monitor.api import build_app
 from monitor.clock import Clock, SystemClock
-from monitor.config import Config, ConfigError, dependency_order, load_config
-from monitor.evaluation import CheckEvaluator
-from monitor.metrics import CheckSeries, Metrics
-from monitor.models import EXIT_CODES, STATUS_RANK, CheckResult, Level, RowState, Status, iso
+from monitor.config import Config, ConfigError, load_config
+from monitor.metrics import Metrics
+from monitor.models import CheckResult
+from monitor.once import build_notifiers, new_http_session
 from monitor.runner import run_check
+from monitor.runtime import CheckRuntime, alert_policy, build_runtimes, summary
 from monitor.scheduler import Scheduler
-from monitor.store import OPERATIONS, StoreError, WatchedStore, make_store
+from monitor.store import StoreError, WatchedStore, make_store
+from monitor.views import alert_view, silence_view
 
 log = logging.getLogger("monitor.daemon")
 
@@ -44,290 +38,6 @@ log = logging.getLogger("monitor.daemon")
 STOP_GRACE_S = 8.0
 TICK_S = 1.0  # how often time-driven alerting work (repeat, escalation, windows) is looked at
 STOP_FLUSH_S = 1.0  # at SIGTERM, how long a failing store is given for what it has not taken
-_STATUS_OF_LEVEL = {
-    Level.OK: Status.OK,
-    Level.WARNING: Status.WARNING,
-    Level.CRITICAL: Status.CRITICAL,
-}
-
-
-def new_http_session() -> aiohttp.ClientSession:
-    """The one ClientSession of a process, for notifiers and check plugins (the http check has
-    its own client, checks/httpclient.py). `force_close`: a plugin check opens a fresh connection
-    every run, since a health check over a pooled connection can miss a listener that died."""
-    connector = aiohttp.TCPConnector(force_close=True, limit=0)
-    return aiohttp.ClientSession(
-        connector=connector,
-        headers={"User-Agent": f"monitor/{__version__}"},
-        trust_env=False,
-        timeout=aiohttp.ClientTimeout(total=None),  # the check runner owns the deadline
-    )
-
-
-# Sample-name tuples shared between checks and runs; a plugin that invents names per run is not
-# cached past this many sets.
-_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
-_NAMES_MAX = 1024
-
-
-def _shared_names(names: tuple[str, ...]) -> tuple[str, ...]:
-    found = _NAMES.get(names)
-    if found is None:
-        if len(_NAMES) >= _NAMES_MAX:
-            return names
-        found = _NAMES[names] = names
-    return found
-
-
-@dataclass(slots=True)
-class CheckRuntime(CheckSeries):
-    """One scheduled check with its evaluation, latest run and metric series.
-
-    The latest run is kept flat (`last` rebuilds it): a CheckResult with its dict of samples
-    took 0.35 KB a check, these slots and one array of the sample values 0.15 KB.
-    """
-
-    check: Check
-    evaluator: CheckEvaluator
-    last_run: float | None = None
-    suppressed: str | None = None  # set by alerting: maintenance|silence|dependency
-    # Samples of earlier runs that the latest run lacks (a failed run has no status_code):
-    # monitor_check_value keeps showing their last value. None in the common case.
-    earlier: dict[str, float] | None = None
-    up: bool | None = None  # None until the first run
-    latency_ms: float = 0.0
-    reason: str | None = None
-    outcome: str = "success"
-    _names: tuple[str, ...] = ()
-    _values: array[float] | None = None
-
-    def __post_init__(self) -> None:
-        CheckSeries.__init__(self)
-
-    @property
-    def series_check(self) -> str:
-        return self.check.name
-
-    @property
-    def series_type(self) -> str:
-        return self.check.type
-
-    @property
-    def last(self) -> CheckResult | None:
-        """The latest run, None before the first."""
-        if self.up is None:
-            return None
-        return CheckResult(self.up, self.latency_ms, self.samples(), self.reason, self.outcome)
-
-    def samples(self) -> dict[str, float]:
-        """The latest run's type-specific samples."""
-        return {} if self._values is None else dict(zip(self._names, self._values, strict=True))
-
-    def record(self, result: CheckResult, now: float) -> None:
-        samples = result.samples
-        names = tuple(samples)
-        if names != self._names:
-            if self.up is not None:
-                earlier = {**(self.earlier or {}), **self.samples()}
-                self.earlier = {k: v for k, v in earlier.items() if k not in samples} or None
-            self._names = _shared_names(names)
-            self._values = array("d", bytes(8 * len(names))) if names else None
-        if self._values is not None:
-            values = self._values
-            for i, value in enumerate(samples.values()):
-                values[i] = value
-        self.up, self.latency_ms, self.reason, self.outcome = (
-            result.up,
-            result.latency_ms,
-            result.reason,
-            result.outcome,
-        )
-        self.last_run = now
-
-    # CheckSeries: the gauges of monitor_check_up/value and monitor_alert_state, read when scraped.
-    def metric_up(self) -> float | None:
-        return None if self.up is None else (1.0 if self.up else 0.0)
-
-    def metric_values(self) -> dict[str, float]:
-        if self.up is None:
-            return {}
-        return {
-            "up": 1.0 if self.up else 0.0,
-            "latency_ms": self.latency_ms,
-            **(self.earlier or {}),
-            **self.samples(),
-            **self.evaluator.derived,
-        }
-
-    def alert_levels(self) -> dict[str, float]:
-        return self.evaluator.levels()
-
-    def status(self) -> Status:
-        if self.up is None or self.outcome == "error":
-            return Status.UNKNOWN
-        return _STATUS_OF_LEVEL[self.evaluator.worst()]
-
-    def view(self, history: bool = False) -> dict[str, Any]:
-        """The check as `monitor once --json` and `GET /api/v1/checks` show it."""
-        last = self.last
-        samples: dict[str, float] = {}
-        if last is not None:
-            samples = {**last.all_samples(), **self.evaluator.derived}
-        extra = {"history": [(iso(t), ok) for t, ok in self.evaluator.window.history()]} if history else {}
-        return {
-            **extra,
-            "name": self.check.name,
-            "type": self.check.type,
-            "target": self.check.target(),
-            "interval_s": self.check.config.interval,
-            "status": self.status().value,
-            "up": None if last is None else last.up,
-            "reason": None if last is None else last.reason,
-            "duration_ms": None if last is None else round(last.latency_ms, 3),
-            "last_run": iso(self.last_run),
-            "samples": {k: round(v, 3) for k, v in samples.items()},
-            "states": {m: s.value for m, s in self.evaluator.states().items()},
-            "suppressed": self.suppressed,
-        }
-
-
-def build_runtimes(
-    config: Config, deps: CheckDeps, names: Iterable[str] | None = None, single_run: bool = False
-) -> dict[str, CheckRuntime]:
-    """Checks in dependency order (dependencies first), each with its evaluator."""
-    types = check_types()
-    wanted = set(names) if names is not None else None
-    runtimes: dict[str, CheckRuntime] = {}
-    by_name = {c.name: c for c in config.checks}
-    for name in dependency_order(config):
-        if wanted is not None and name not in wanted:
-            continue
-        cfg = by_name[name]
-        check = types[cfg.type](cfg, deps)
-        runtimes[name] = CheckRuntime(check, CheckEvaluator(name, config.rows_for(name), single_run))
-    return runtimes
-
-
-def summary(runtimes: Iterable[CheckRuntime], history: bool = False) -> dict[str, Any]:
-    views = [rt.view(history) for rt in runtimes]
-    worst = max((Status(v["status"]) for v in views), key=STATUS_RANK.__getitem__, default=Status.OK)
-    return {"status": worst.value, "checks": views}
-
-
-async def run_once(
-    config: Config, names: list[str] | None = None, clock: Clock | None = None
-) -> dict[str, Any]:
-    """Every (or the named) check once, concurrently, judged on that single run."""
-    clock = clock or SystemClock()
-    async with new_http_session() as session:
-        runtimes = build_runtimes(config, CheckDeps(http=session), names, single_run=True)
-
-        async def one(rt: CheckRuntime) -> None:
-            result, now = await run_check(rt.check), clock.now()
-            rt.record(result, now)
-            rt.evaluator.observe(result, now)
-
-        async with asyncio.TaskGroup() as group:
-            for rt in runtimes.values():
-                group.create_task(one(rt))
-    return summary(runtimes.values())
-
-
-async def notify_test(config: Config, name: str, clock: Clock | None = None) -> Delivery:
-    """One clearly marked test notification through one notifier: directly, no outbox, no retry."""
-    now = (clock or SystemClock()).now()
-    notification = Notification(
-        event="test",
-        alert_id=f"monitor-test-{secrets.token_hex(4)}",
-        check="monitor-notify-test",
-        check_type="test",
-        target=socket.gethostname(),
-        metric="test",
-        severity="warning",
-        value=None,
-        threshold=None,
-        direction="above",
-        started_at=now,
-        created_at=now,
-        reason="This is a test notification sent by `monitor notify-test`; no action is needed.",
-        labels={"test": "true"},
-    )
-    async with new_http_session() as session:
-        notifier = build_notifiers(config, session)[name]
-        return await deliver(notifier, notification)
-
-
-def exit_code(status: str) -> int:
-    return EXIT_CODES[Status(status)]
-
-
-class CheckInfos(Mapping[str, CheckInfo]):
-    """What alerting knows of each running check, made when it asks: alerting looks a check up
-    only while it breaches, and 20,000 kept CheckInfo objects with their targets were 4 MB."""
-
-    __slots__ = ("_runtimes",)
-
-    def __init__(self, runtimes: dict[str, CheckRuntime]) -> None:
-        self._runtimes = runtimes
-
-    def __getitem__(self, name: str) -> CheckInfo:
-        check = self._runtimes[name].check
-        return CheckInfo(
-            name=name,
-            type=check.type,
-            target=check.target(),
-            labels=check.config.labels,  # read-only: alerting copies what it keeps
-            runbook=check.config.runbook,
-            depends_on=tuple(check.config.depends_on),
-        )
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._runtimes)
-
-    def __len__(self) -> int:
-        return len(self._runtimes)
-
-
-def alert_policy(config: Config, runtimes: dict[str, CheckRuntime]) -> AlertPolicy:
-    """The alerting part of the config, checks in dependency order."""
-    return AlertPolicy(
-        checks=CheckInfos(runtimes),
-        routes=list(config.routes),
-        maintenance=list(config.maintenance),
-        business_hours=config.business_hours,
-        timezone=ZoneInfo(config.monitor.timezone),
-        alerts=config.alerts,
-    )
-
-
-def alert_view(alert: Alert) -> dict[str, Any]:
-    """An alert as `GET /api/v1/alerts` shows it (SPEC section 6)."""
-    return {
-        "id": alert.id,
-        "check": alert.check,
-        "metric": alert.metric,
-        "severity": alert.severity,
-        "state": alert.state,
-        "suppressed": alert.suppressed,
-        "acknowledged": alert.acknowledged,
-        "value": alert.value,
-        "threshold": alert.threshold,
-        "started_at": iso(alert.started_at),
-        "resolved_at": iso(alert.resolved_at),
-        "reason": alert.reason,
-        "labels": alert.labels,
-        "runbook": alert.runbook,
-    }
-
-
-def silence_view(silence: Silence) -> dict[str, Any]:
-    return {
-        "id": silence.id,
-        "checks": list(silence.checks),
-        "start": iso(silence.start),
-        "end": iso(silence.end),
-        "comment": silence.comment,
-    }
 
 
 def _raise_open_files_limit() -> None:
@@ -339,13 +49,12 @@ def _raise_open_files_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def build_notifiers(config: Config, session: aiohttp.ClientSession) -> dict[str, Notifier]:
-    types = notifier_types()
-    return {name: types[cfg.type](name, cfg, session) for name, cfg in config.notifiers.items()}
-
-
 class Daemon:
-    """The long-running service: scheduled checks, evaluation, alerting, metrics and the HTTP API."""
+    """The long-running service: scheduled checks, evaluation, alerting, metrics and the HTTP API.
+
+    Built whole here, from the config; `start` opens and starts what was built, `stop` closes it
+    in reverse order.
+    """
 
     def __init__(
         self,
@@ -359,26 +68,21 @@ class Daemon:
         self.config_path = config_path
         self.clock = clock or SystemClock()
         self.metrics = Metrics(registry)
-        self.store_errors = Counter(
-            "monitor_store_errors",
-            "Failed state store operations, retries included, by operation.",
-            ["operation"],
-            registry=self.metrics.registry,
-        )
-        for operation in OPERATIONS:
-            self.store_errors.labels(operation)
-        self.store = WatchedStore(make_store(config.monitor.state), self._store_failed)
+        self.store = WatchedStore(make_store(config.monitor.state), self.metrics.store_failed)
+        self._session = new_http_session()
+        self._deps = CheckDeps(http=self._session)
+        self.outbox = self._new_outbox(config)
         self.runtimes: dict[str, CheckRuntime] = {}
+        self.alerts = AlertPipeline(alert_policy(config, self.runtimes), self.store, self.outbox, self.clock)
+        self.runtimes.update(build_runtimes(config, self._deps, self.alerts))
         self.scheduler = Scheduler(self._run, self.metrics.scheduler_lag.observe, self._skipped)
-        self.outbox: Outbox | None = None
-        self.alerts: AlertManager | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self._web: web.AppRunner | None = None
-        self._ticker: asyncio.Task[None] | None = None
+        self._web = web.AppRunner(build_app(self), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        self._tasks: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
         self._idle.set()
         self._running = 0
         self._started = False
+        self._export_alert_gauges()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -395,36 +99,26 @@ class Daemon:
             raise
         self._started = True
         # The config and the checks' state live as long as the process: keeping the collector
-        # from walking them again on every full collection (~1 million objects at 20,000 checks).
+        # from walking them again on every full collection.
         gc.freeze()
         log.info("started", extra={"checks": len(self.runtimes), "path": self.config.monitor.listen})
 
     async def _start(self) -> None:
         await self.store.open()
-        self._session = new_http_session()
-        self.runtimes = build_runtimes(self.config, CheckDeps(http=self._session))
-        self.outbox = self._new_outbox(self.config)
-        policy = alert_policy(self.config, self.runtimes)
-        self.alerts = AlertManager(policy, self.store, self.outbox, self.clock)
-        self._export_alert_gauges()
         await self.outbox.load()
         await self.alerts.load()
-        self._seed_evaluators()
         self.outbox.start()
-        self._ticker = asyncio.create_task(self._tick_forever(), name="alerts-tick")
+        self._tasks.append(asyncio.create_task(self._tick_forever(), name="alerts-tick"))
         for name, rt in self.runtimes.items():  # added before start: one wake-up, not one per job
             self.scheduler.add(name, rt.check.config.interval)
         self.scheduler.start()
-        self._web = web.AppRunner(
-            build_app(self), access_log=None, handle_signals=False, shutdown_timeout=1.0
-        )
         await self._web.setup()
         host, port = self.config.monitor.host_port
         await web.TCPSite(self._web, host, port).start()
 
     async def stop(self) -> None:
         """Stop scheduling, let running checks finish (bounded), then close in reverse order.
-        Undelivered notifications are in the store: the next start sends them."""
+        Undelivered notifications are already in the store: the next start sends them."""
         self.scheduler.shutdown()
         try:
             await asyncio.wait_for(self._idle.wait(), STOP_GRACE_S)
@@ -436,26 +130,21 @@ class Daemon:
     async def _close(self) -> None:
         """Close what was opened, in reverse order; whatever `start` got to."""
         self.scheduler.shutdown()
-        if self._ticker is not None:
-            self._ticker.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
-        if self.outbox is not None:
-            await self.outbox.stop()
-            await self._flush_outbox()
-        if self._web is not None:
-            await self._web.cleanup()
-            self._web = None
-        if self._session is not None:
+                await task
+        self._tasks.clear()
+        await self.outbox.stop()
+        await self._flush_outbox()
+        await self._web.cleanup()
+        if not self._session.closed:
             await self._session.close()
-            self._session = None
         await self.store.close()
         self._started = False
 
     async def _flush_outbox(self) -> None:
         """What a failing store has not taken yet is offered once more, briefly."""
-        assert self.outbox is not None
         if not self.outbox.unstored:
             return
         with contextlib.suppress(TimeoutError):
@@ -470,26 +159,14 @@ class Daemon:
     @property
     def bound_port(self) -> int:
         """The port actually listened on (useful with `listen = "127.0.0.1:0"`)."""
-        assert self._web is not None
         return self._web.addresses[0][1]
 
     def _new_outbox(self, config: Config) -> Outbox:
-        assert self._session is not None
         return Outbox(self.store, build_notifiers(config, self._session), self.clock, self._notified)
-
-    def _seed_evaluators(self) -> None:
-        assert self.alerts is not None
-        for (check, metric), alert in self.alerts.row_states().items():
-            rt = self.runtimes.get(check)
-            if rt is not None and alert.state == "firing":
-                rt.evaluator.seed(
-                    metric, RowState(alert.severity), alert.started_at, alert.value, alert.threshold
-                )
 
     async def _tick_forever(self) -> None:
         """Repeats, escalations, business hours and windows move with time, not with runs; so
         does the retry of what a failing store has not taken."""
-        assert self.alerts is not None
         while True:
             try:
                 await self._retry_store()
@@ -504,7 +181,6 @@ class Daemon:
         """While the store fails it is probed with a write (which also reopens a replaced SQLite
         file): its recovery is seen without waiting for an alert to change. Then what it has not
         taken is stored."""
-        assert self.outbox is not None
         if self.store.failing is not None:
             try:
                 await self.store.probe()
@@ -532,8 +208,7 @@ class Daemon:
         for key in ("listen", "state"):
             if getattr(new.monitor, key) != getattr(self.config.monitor, key):
                 log.warning("config reload: a restart is needed to change monitor." + key)
-        assert self._session is not None and self.alerts is not None and self.outbox is not None
-        fresh = build_runtimes(new, CheckDeps(http=self._session))
+        fresh = build_runtimes(new, self._deps, self.alerts)
         for name, rt in self.runtimes.items():
             kept = fresh.get(name)
             if (
@@ -576,7 +251,8 @@ class Daemon:
                 self._idle.set()
 
     async def _record(self, rt: CheckRuntime, result: CheckResult, now: float) -> None:
-        check = rt.check
+        """One run's result: its series, its evaluation, then alerting when anything breaches."""
+        name = rt.check.name
         was_up = rt.up
         rt.record(result, now)
         rt.observe(result.latency_ms / 1000, result.outcome)
@@ -584,15 +260,13 @@ class Daemon:
         if was_up is not result.up:
             if result.up:
                 if was_up is not None:  # a first run that succeeds changes nothing worth a line
-                    log.info("check up", extra={"check": check.name})
+                    log.info("check up", extra={"check": name})
             else:
-                log.warning("check down", extra={"check": check.name, "reason": result.reason})
-        if self.alerts is None:
-            return
-        if breaching or self.alerts.active:
-            await self.alerts.observe(check.name, rt.evaluator.evaluations(), result.reason, now)
+                log.warning("check down", extra={"check": name, "reason": result.reason})
+        if breaching or self.alerts.has_alerts(name):
+            await self.alerts.observe(name, rt.evaluator.evaluations(), result.reason, now)
         else:  # the common case, all clear: only the time of this evaluation matters to alerting
-            self.alerts.seen(check.name, now)
+            self.alerts.seen(name, now)
 
     def _skipped(self, name: str) -> None:
         rt = self.runtimes.get(name)
@@ -603,18 +277,12 @@ class Daemon:
     def _notified(self, notifier: str, outcome: str) -> None:
         self.metrics.notifications.labels(notifier, outcome).inc()
 
-    def _store_failed(self, operation: str) -> None:
-        self.store_errors.labels(operation).inc()
-
     def _export_alert_gauges(self) -> None:
         """Computed when scraped, not kept up to date on every run."""
         for severity in ("warning", "critical"):
             child = self.metrics.alerts_firing.labels(severity)
-            child.set_function(lambda severity=severity: self._firing(severity))
-        self.metrics.outbox_pending.set_function(lambda: self.outbox.pending if self.outbox else 0)
-
-    def _firing(self, severity: str) -> int:
-        return self.alerts.firing_counts()[severity] if self.alerts is not None else 0
+            child.set_function(lambda severity=severity: self.alerts.firing_counts()[severity])
+        self.metrics.outbox_pending.set_function(lambda: self.outbox.pending)
 
     # ------------------------------------------------------------ API source
 
@@ -633,14 +301,12 @@ class Daemon:
         return self.metrics.render(self.runtimes.values())
 
     def checks_view(self, history: bool = False) -> dict[str, Any]:
-        if self.alerts is not None:
-            now = self.clock.now()
-            for rt in self.runtimes.values():
-                rt.suppressed = self.alerts.check_suppression(rt.check.name, now)
+        now = self.clock.now()
+        for rt in self.runtimes.values():
+            rt.suppressed = self.alerts.check_suppression(rt.check.name, now)
         return summary(self.runtimes.values(), history)
 
     async def alerts_view(self, resolved_since: float | None) -> list[dict[str, Any]]:
-        assert self.alerts is not None
         if resolved_since is None:
             found = sorted(self.alerts.active.values(), key=lambda a: a.started_at)
         else:
@@ -648,22 +314,18 @@ class Daemon:
         return [alert_view(a) for a in found]
 
     async def acknowledge(self, alert_id: str, by: str | None, comment: str | None) -> dict[str, Any] | None:
-        assert self.alerts is not None
         alert = await self.alerts.acknowledge(alert_id, by, comment)
         return None if alert is None else alert_view(alert)
 
     def silences_view(self) -> list[dict[str, Any]]:
-        assert self.alerts is not None
         now = self.clock.now()
         found = [s for s in self.alerts.silences.values() if s.end > now]
         return [silence_view(s) for s in sorted(found, key=lambda s: s.start)]
 
     async def add_silence(self, checks: list[str], start: float, end: float, comment: str) -> dict[str, Any]:
-        assert self.alerts is not None
         return silence_view(await self.alerts.add_silence(checks, start, end, comment))
 
     async def delete_silence(self, silence_id: str) -> bool:
-        assert self.alerts is not None
         return await self.alerts.delete_silence(silence_id)
 
     async def ready(self) -> tuple[bool, str]:

@@ -24,6 +24,7 @@ from prometheus_client import (
 )
 
 from monitor import __version__
+from monitor.store import OPERATIONS as STORE_OPERATIONS
 
 # `_created` series double the exposition at thousands of checks and no dashboard uses them.
 disable_created_metrics()
@@ -142,6 +143,17 @@ class Metrics:
         self.build_info.labels(__version__).set(1)
         for result in ("success", "failure"):
             self.config_reloads.labels(result)
+        self.store_errors = Counter(
+            "monitor_store_errors",
+            "Failed state store operations, retries included, by operation.",
+            ["operation"],
+            registry=r,
+        )
+        for operation in STORE_OPERATIONS:
+            self.store_errors.labels(operation)
+
+    def store_failed(self, operation: str) -> None:
+        self.store_errors.labels(operation).inc()
 
     def render(self, checks: Iterable[CheckSeries]) -> Iterator[str]:
         """The whole exposition (text format 0.0.4) in parts, one family's samples of one check

@@ -88,15 +88,15 @@ def iso(ts: float | None) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class RowEvaluation:
-    """Where one (check, threshold row) stands after a run: what evaluation hands to alerting."""
+    """One (check, threshold row) on a check's latest run: what evaluation hands to alerting."""
 
     metric: str
-    state: RowState
-    level: Level
-    value: float | None
-    threshold: float | None
+    level: Level  # how bad the value is now
+    value: float
+    threshold: float | None  # the one it crossed, None while ok
     direction: str
-    since: float | None  # when the breach began (None while ok)
+    trigger_after: int  # alerting counts these two
+    resolve_after: int
 
 
 # ---------------------------------------------------------------- config field types

@@ -15,16 +15,17 @@ from pathlib import Path
 # window must not load (asyncpg alone is ~3.5 MB resident).
 OPTIONAL = ("asyncpg", "aiosmtplib", "croniter", "websockets", "aiosqlite")
 
-# Imports the daemon, validates the config, then builds what `Daemon.start` builds from it
-# (checks, notifiers, the store object; opening the store is I/O and left out). Prints the
-# top-level packages loaded after each step.
+# Imports the daemon, validates the config, then builds the daemon from it (checks, notifiers,
+# alerting, the store object) and stops it unstarted (opening the store is I/O and left out).
+# Prints the top-level packages loaded after each step.
 _PROBE = textwrap.dedent(
     """
     import asyncio, json, sys
 
-    import monitor.daemon as daemon
+    from prometheus_client import CollectorRegistry
+
     from monitor.config import load_config
-    from monitor.store import make_store
+    from monitor.daemon import Daemon
 
     def loaded():
         return sorted({name.partition(".")[0] for name in sys.modules})
@@ -34,13 +35,7 @@ _PROBE = textwrap.dedent(
     steps["config"] = loaded()
 
     async def build():
-        session = daemon.new_http_session()
-        try:
-            daemon.build_runtimes(config, daemon.CheckDeps(http=session))
-            daemon.build_notifiers(config, session)
-            make_store(config.monitor.state)
-        finally:
-            await session.close()
+        await Daemon(config, registry=CollectorRegistry()).stop()
 
     asyncio.run(build())
     steps["built"] = loaded()

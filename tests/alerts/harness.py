@@ -1,4 +1,4 @@
-"""Drives evaluation, the alert manager and the outbox with a fake clock and recording notifiers."""
+"""Drives evaluation, the alert pipeline and the outbox with a fake clock and recording notifiers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from alerts.manager import AlertManager, AlertPolicy, CheckInfo
+from alerts.model import AlertPolicy, CheckInfo, Route
+from alerts.pipeline import AlertPipeline
 from alerts.notifiers.base import Delivery, Failed, Notification, Notifier, NotifierConfig, Retry, Sent
 from alerts.outbox import Outbox
 from monitor.config import Config, dependency_order, parse_config
@@ -26,8 +27,8 @@ def policy_for(config: Config) -> AlertPolicy:
         )
     return AlertPolicy(
         checks=checks,
-        routes=list(config.routes),
-        maintenance=list(config.maintenance),
+        routes=tuple(Route.of(r) for r in config.routes),
+        maintenance=tuple(config.maintenance),
         business_hours=config.business_hours,
         timezone=ZoneInfo(config.monitor.timezone),
         alerts=config.alerts,
@@ -68,7 +69,7 @@ class Harness:
             for name in self.config.notifiers
         }
         self.outbox = Outbox(self.store, dict(self.notifiers), self.clock, jitter=lambda: 1.0)
-        self.manager = AlertManager(policy_for(self.config), self.store, self.outbox, self.clock)
+        self.manager = AlertPipeline(policy_for(self.config), self.store, self.outbox, self.clock)
         self.evaluators = {
             c.name: CheckEvaluator(c.name, self.config.rows_for(c.name)) for c in self.config.checks
         }

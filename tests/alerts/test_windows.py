@@ -7,7 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from alerts.windows import in_maintenance, maintenance_active
+from alerts.config import MaintenanceConfig
+from alerts.windows import MaintenanceWindows
 from monitor.config import Config, ConfigError, parse_config
 
 CHECK = '[[checks]]\nname = "web"\ntype = "http"\nurl = "http://127.0.0.1:8080/health"\n'
@@ -20,6 +21,14 @@ def window_config(timezone: str, start: str, end: str) -> Config:
         + f'[[maintenance]]\nname = "upgrade"\nchecks = ["web"]\nstart = "{start}"\nend = "{end}"\n'
     )
     return parse_config(text, {})
+
+
+def maintenance_active(window: MaintenanceConfig, now: float, tz: ZoneInfo) -> bool:
+    return MaintenanceWindows([window], tz).covering("web", now) is not None
+
+
+def in_maintenance(check: str, windows: list[MaintenanceConfig], now: float, tz: ZoneInfo) -> str | None:
+    return MaintenanceWindows(windows, tz).covering(check, now)
 
 
 def at(iso: str) -> float:

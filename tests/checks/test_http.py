@@ -24,7 +24,7 @@ from checks.http import HttpCheck, HttpCheckConfig
 from monitor import __version__
 from monitor.config import parse_config
 from monitor.evaluation import CheckEvaluator
-from monitor.models import RowState
+from monitor.models import Level
 from monitor.runner import run_check
 from tests.checks.raw_servers import Ending, RawRequest, RawServers, Respond, answer, chunked, response
 from tests.fakes.servers import (
@@ -328,8 +328,8 @@ async def test_tls_verify_false_accepts_an_untrusted_certificate(
 
 
 @pytest.mark.parametrize(
-    ("valid_for", "expected", "state"),
-    [(timedelta(days=5), {4, 5}, RowState.WARNING), (timedelta(days=2), {1, 2}, RowState.CRITICAL)],
+    ("valid_for", "expected", "level"),
+    [(timedelta(days=5), {4, 5}, Level.WARNING), (timedelta(days=2), {1, 2}, Level.CRITICAL)],
     ids=["5-days-warning", "2-days-critical"],
 )
 async def test_tls_days_left_from_the_peer_certificate(
@@ -338,7 +338,7 @@ async def test_tls_days_left_from_the_peer_certificate(
     tls_ca: trustme.CA,
     valid_for: timedelta,
     expected: set[int],
-    state: RowState,
+    level: Level,
 ) -> None:
     context = tls_server_context(tls_ca, valid_for=valid_for)
     base = await servers.http({"/health": json_handler({"status": "ok"})}, ssl_context=context)
@@ -351,7 +351,7 @@ async def test_tls_days_left_from_the_peer_certificate(
     config = parse_config(f'[[checks]]\nname = "web"\ntype = "http"\nurl = "{base}/health"\n', {})
     evaluator = CheckEvaluator("web", config.rows_for("web"))
     evaluator.observe(result, 0.0)
-    assert evaluator.states()["tls_days_left"] is state
+    assert evaluator.levels()["tls_days_left"] is level
 
 
 async def test_tls_days_left_is_reported_for_a_failed_status(

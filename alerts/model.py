@@ -1,0 +1,199 @@
+"""Alerting's value types: an alert, its state machine's states, what alerting knows of checks."""
+
+from __future__ import annotations
+
+import enum
+import functools
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from alerts.config import AlertsConfig, BusinessHoursConfig, MaintenanceConfig, RouteConfig
+from alerts.notifiers.base import Event, Notification
+
+
+class AlertState(enum.StrEnum):
+    PENDING = "pending"  # breaching, fewer than trigger_after times in a row
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class Suppression(enum.StrEnum):
+    """Why an alert is listed but not notified (the API's `suppressed`)."""
+
+    FLAPPING = "flapping"
+    MAINTENANCE = "maintenance"
+    SILENCE = "silence"
+    DEPENDENCY = "dependency"  # a check it depends on is down
+    DOWN = "down"  # its own check is down
+
+
+# Suppressions decided when a breach begins that stay until it resolves (one outage, one page).
+STICKY = (Suppression.DEPENDENCY, Suppression.DOWN)
+
+
+@functools.cache
+def alert_id(check: str, metric: str) -> str:
+    """Stable across restarts and config reloads: PagerDuty's dedup_key."""
+    return hashlib.sha256(f"{check}\0{metric}".encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckInfo:
+    """What alerting knows of a check (it never imports checks/)."""
+
+    name: str
+    type: str
+    target: str
+    labels: dict[str, str] = field(default_factory=dict)
+    runbook: str | None = None
+    depends_on: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A route of the policy with its stable identity: progress is kept by `key`, so a reload
+    that reorders or edits other routes hands no route another's repeat and escalation state."""
+
+    key: str
+    config: RouteConfig
+
+    @classmethod
+    def of(cls, config: RouteConfig) -> Route:
+        if config.name is not None:
+            return cls(f"name:{config.name}", config)
+        identity = json.dumps([config.match.model_dump(), list(config.notify)], sort_keys=True)
+        return cls(hashlib.sha256(identity.encode()).hexdigest()[:12], config)
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    """The alerting part of the config, as the daemon hands it over."""
+
+    checks: Mapping[str, CheckInfo]  # in dependency order
+    routes: tuple[Route, ...]
+    maintenance: tuple[MaintenanceConfig, ...]
+    business_hours: BusinessHoursConfig
+    timezone: ZoneInfo
+    alerts: AlertsConfig
+
+    @functools.cached_property
+    def _dependents(self) -> dict[str, tuple[str, ...]]:
+        found: dict[str, list[str]] = {}
+        for c in self.checks.values():
+            for dep in c.depends_on:
+                found.setdefault(dep, []).append(c.name)
+        return {k: tuple(v) for k, v in found.items()}
+
+    def dependents(self, check: str) -> tuple[str, ...]:
+        return self._dependents.get(check, ())
+
+    @functools.cached_property
+    def routes_by_key(self) -> dict[str, Route]:
+        return {r.key: r for r in self.routes}
+
+
+@dataclass(slots=True)
+class RouteProgress:
+    """How far one route has got with one alert episode."""
+
+    first_at: float | None = None  # first delivery (escalation counts from here)
+    last_at: float | None = None  # last delivery (repeat counts from here)
+    escalated: int = 0  # escalation steps done
+    held: bool = False  # waiting for business hours
+    notifiers: list[str] = field(default_factory=list)  # who got the firing
+
+
+@dataclass(slots=True)
+class Alert:
+    """One episode of one (check, metric) alert: from its first breach to its resolve."""
+
+    id: str
+    check: str
+    metric: str
+    check_type: str
+    target: str
+    state: AlertState
+    severity: str  # "warning" | "critical"
+    value: float | None
+    threshold: float | None
+    direction: str
+    started_at: float
+    resolved_at: float | None = None
+    reason: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    runbook: str | None = None
+    breaching: int = 0  # consecutive breaching evaluations
+    clean: int = 0  # consecutive clean evaluations while firing
+    acknowledged: bool = False
+    acknowledged_by: str | None = None
+    ack_comment: str | None = None
+    sticky: Suppression | None = None  # an outage it belongs to, decided while never notified
+    suppressed: Suppression | None = None  # why it is not notified now
+    notified_severity: str | None = None  # the severity last announced as firing
+    progress: dict[str, RouteProgress] = field(default_factory=dict)  # by Route.key
+    flapping: bool = False
+    resolve_sent: bool = False
+
+    @property
+    def key(self) -> str:
+        """One episode of this alert, as the store keeps it."""
+        return f"{self.id}:{self.started_at:.3f}"
+
+    @property
+    def level(self) -> int:
+        """monitor_alert_state: 0 unless firing, then 1 warning, 2 critical."""
+        if self.state is not AlertState.FIRING:
+            return 0
+        return 2 if self.severity == "critical" else 1
+
+    def to_doc(self) -> dict[str, Any]:
+        """The alert as stored: plain JSON values, nothing shared with the live alert."""
+        doc = {name: getattr(self, name) for name in _ALERT_FIELDS}
+        doc["labels"] = dict(self.labels)
+        doc["progress"] = {
+            key: {**{name: getattr(p, name) for name in _PROGRESS_FIELDS}, "notifiers": list(p.notifiers)}
+            for key, p in self.progress.items()
+        }
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Alert:
+        doc = {k: v for k, v in doc.items() if k in _ALERT_FIELDS}
+        doc["state"] = AlertState(doc["state"])
+        for key in ("sticky", "suppressed"):
+            doc[key] = Suppression(doc[key]) if doc.get(key) else None
+        doc["progress"] = {k: RouteProgress(**v) for k, v in doc.get("progress", {}).items()}
+        return cls(**doc)
+
+    def copy(self) -> Alert:
+        return Alert.from_doc(self.to_doc())
+
+    def notification(self, event: Event, now: float, note: str | None = None) -> Notification:
+        return Notification(
+            event=event,
+            alert_id=self.id,
+            check=self.check,
+            check_type=self.check_type,
+            target=self.target,
+            metric=self.metric,
+            severity="critical" if self.severity == "critical" else "warning",
+            value=self.value,
+            threshold=self.threshold,
+            direction="below" if self.direction == "below" else "above",
+            started_at=self.started_at,
+            created_at=now,
+            resolved_at=self.resolved_at,
+            reason=self.reason,
+            labels=dict(self.labels),
+            runbook=self.runbook,
+            acknowledged_by=self.acknowledged_by,
+            note=note,
+        )
+
+
+_ALERT_FIELDS = tuple(f.name for f in fields(Alert))
+_PROGRESS_FIELDS = tuple(f.name for f in fields(RouteProgress))

@@ -1,0 +1,323 @@
+"""AlertPipeline: the one owner of an alert's life. Evaluation hands it (check, rows) events; it
+counts them into alerts (lifecycle), decides (stages) and writes state and notifications together."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from alerts import lifecycle, stages
+from alerts.lifecycle import Transition
+from alerts.model import STICKY, Alert, AlertPolicy, AlertState, CheckInfo, Suppression, alert_id
+from alerts.notifiers.base import Notification
+from alerts.outbox import Outbox
+from alerts.windows import BusinessHours, MaintenanceWindows, Silence
+from monitor.clock import Clock
+from monitor.models import Level, RowEvaluation, format_duration
+from monitor.store import AlertRecord, Store
+
+log = logging.getLogger("alerts")
+_TICK_SLICE = 500  # alerts decided between two yields to the loop
+
+
+class AlertPipeline:
+    """Alert state, and every decision about it, in one place."""
+
+    def __init__(self, policy: AlertPolicy, store: Store, outbox: Outbox, clock: Clock) -> None:
+        self.store = store
+        self.outbox = outbox
+        self.clock = clock
+        self.active: dict[str, Alert] = {}  # pending and firing, by id
+        self.silences: dict[str, Silence] = {}
+        self._by_check: dict[str, dict[str, Alert]] = {}  # check -> its active alerts by metric
+        self._last_seen: dict[str, float] = {}  # check -> time of its latest evaluation
+        self._changes: dict[str, list[float]] = {}  # alert id -> recent state change times
+        self._flapping: set[str] = set()  # alert ids flapping now (one notice each)
+        self._unsaved: set[str] = set()  # alert ids whose state changed since they were stored
+        self._deciding: set[str] = set()  # alert ids whose decision is being stored
+        self.policy = policy
+
+    @property
+    def policy(self) -> AlertPolicy:
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: AlertPolicy) -> None:
+        self._policy = policy
+        self._maintenance = MaintenanceWindows(policy.maintenance, policy.timezone)
+        self._hours = BusinessHours(policy.business_hours, policy.timezone)
+
+    # ------------------------------------------------------------ state
+
+    async def load(self) -> None:
+        """Continue where the previous process stopped: active alerts with their counts, acks,
+        silences. A document that cannot be read is skipped, not allowed to stop the start."""
+        for doc in await self.store.load_alerts(active=True):
+            try:
+                self._track(Alert.from_doc(doc))
+            except (KeyError, TypeError, ValueError) as exc:
+                log.error("stored alert unreadable, skipped", extra={"reason": str(exc)})
+        for doc in await self.store.load_silences():
+            try:
+                silence = Silence.from_doc(doc)
+            except (TypeError, ValueError) as exc:
+                sid = doc.get("id") if isinstance(doc, dict) else None
+                log.warning("stored silence skipped", extra={"reason": f"silence {sid!r}: {exc}"})
+                continue
+            self.silences[silence.id] = silence
+
+    def _track(self, alert: Alert) -> None:
+        self.active[alert.id] = alert
+        self._by_check.setdefault(alert.check, {})[alert.metric] = alert
+
+    def _untrack(self, alert: Alert) -> None:
+        self.active.pop(alert.id, None)
+        mine = self._by_check.get(alert.check)
+        if mine is not None:
+            mine.pop(alert.metric, None)
+            if not mine:
+                del self._by_check[alert.check]
+
+    def alerts_of(self, check: str) -> list[Alert]:
+        return list(self._by_check.get(check, {}).values())
+
+    def has_alerts(self, check: str) -> bool:
+        return check in self._by_check
+
+    def row_states(self, check: str) -> dict[str, str]:
+        """`states` of the API for the rows with an alert: pending, warning or critical."""
+        return {
+            metric: "pending" if a.state is AlertState.PENDING else a.severity
+            for metric, a in self._by_check.get(check, {}).items()
+        }
+
+    def levels(self, check: str) -> dict[str, int]:
+        """monitor_alert_state for the rows with an alert."""
+        return {metric: a.level for metric, a in self._by_check.get(check, {}).items()}
+
+    def worst(self, check: str) -> Level:
+        return Level(max((a.level for a in self._by_check.get(check, {}).values()), default=0))
+
+    def firing_counts(self) -> dict[str, int]:
+        counts = {"warning": 0, "critical": 0}
+        for alert in self.active.values():
+            if alert.state is AlertState.FIRING:
+                counts[alert.severity] += 1
+        return counts
+
+    # ------------------------------------------------------------ events
+
+    def seen(self, check: str, now: float) -> None:
+        """A clean evaluation of a check with no alert: only its time matters."""
+        self._last_seen[check] = now
+
+    async def observe(self, check: str, rows: Sequence[RowEvaluation], reason: str | None, now: float) -> None:
+        """One evaluation of one check: every row that applied to its latest run."""
+        self._last_seen[check] = now
+        info = self.policy.checks.get(check)
+        if info is None:
+            return
+        touched = False
+        for row in rows:
+            touched |= await self._count(info, row, reason, now)
+        if touched:  # this check's alerts, and the suppression of its dependents', may change
+            for name in (check, *self.policy.dependents(check)):
+                for alert in self.alerts_of(name):
+                    await self._decide(alert, now)
+
+    async def _count(self, info: CheckInfo, row: RowEvaluation, reason: str | None, now: float) -> bool:
+        alert = self._by_check.get(info.name, {}).get(row.metric)
+        if alert is None:
+            if row.level is Level.OK:
+                return False
+            alert = lifecycle.open_alert(info, row, reason, now)
+            alert.sticky = self._outage(info, row.metric)
+            alert.flapping = alert.id in self._flapping
+            self._track(alert)
+        transition = lifecycle.count(alert, row, reason, now)
+        if transition is Transition.NONE:
+            return alert.state is AlertState.FIRING  # a value to pass on; repeats are the tick's
+        self._count_change(alert.id, now)
+        if transition is Transition.DROPPED:
+            self._untrack(alert)  # never fired: nothing to tell anyone
+            self._unsaved.discard(alert.id)
+            return True
+        self._unsaved.add(alert.id)
+        if transition is Transition.RESOLVED:
+            return True
+        elif alert.state is AlertState.FIRING and transition in (Transition.FIRED, Transition.OPENED):
+            log.warning("alert firing", extra={"alert": alert.id, "check": info.name, "reason": reason})
+        return True
+
+    def _outage(self, info: CheckInfo, metric: str) -> Suppression | None:
+        """One outage, one page: a breach that begins while the check or a dependency is down
+        belongs to that outage."""
+        if any(self.up_breaching(dep) for dep in info.depends_on):
+            return Suppression.DEPENDENCY
+        if metric != "up" and self.up_breaching(info.name):
+            return Suppression.DOWN
+        return None
+
+    # ------------------------------------------------------------ World, for the suppress stage
+
+    def in_maintenance(self, check: str, now: float) -> bool:
+        return self._maintenance.covering(check, now) is not None
+
+    def silenced(self, check: str, now: float) -> bool:
+        return any(s.covers(check, now) for s in self.silences.values())
+
+    def up_breaching(self, check: str) -> bool:
+        up = self._by_check.get(check, {}).get("up")
+        return up is not None and up.state is not AlertState.RESOLVED
+
+    def depends_on(self, check: str) -> tuple[str, ...]:
+        info = self.policy.checks.get(check)
+        return info.depends_on if info is not None else ()
+
+    def check_suppression(self, check: str, now: float) -> Suppression | None:
+        """Why a check's alerts would not be notified now (the API's `suppressed` of a check)."""
+        return stages.check_suppression(check, now, self)
+
+    # ------------------------------------------------------------ flapping
+
+    def _count_change(self, aid: str, now: float) -> None:
+        self._changes.setdefault(aid, []).append(now)
+        self._trim_changes(aid, now)
+
+    def _trim_changes(self, aid: str, now: float) -> int:
+        horizon = now - self.policy.alerts.flapping.window
+        changes = [t for t in self._changes.get(aid, ()) if t > horizon]
+        if changes:
+            self._changes[aid] = changes
+        else:
+            self._changes.pop(aid, None)  # bounded: only alerts that changed within the window
+        return len(changes)
+
+    # ------------------------------------------------------------ time
+
+    async def tick(self, now: float) -> None:
+        """Time-driven work: repeats, escalation, business hours opening, windows ending.
+        The loop is given back every _TICK_SLICE alerts: a mass outage holds up no check."""
+        order = {name: i for i, name in enumerate(self.policy.checks)}
+        for done, alert in enumerate(sorted(self.active.values(), key=lambda a: order.get(a.check, 0))):
+            if done and done % _TICK_SLICE == 0:
+                await asyncio.sleep(0)
+            if self.active.get(alert.id) is alert:  # else resolved while the tick gave way
+                await self._decide(alert, now)
+        for silence in [s for s in self.silences.values() if s.end <= now]:
+            del self.silences[silence.id]
+            await self.store.delete_silence(silence.id)
+
+    # ------------------------------------------------------------ deciding
+
+    async def _decide(self, alert: Alert, now: float) -> None:
+        """Run the stages on the live alert without changing it; when they decide something, the
+        alert takes the decision only once it is stored with its notifications, so a failed
+        write leaves it to be decided again next round."""
+        if alert.id in self._deciding:
+            return  # a decision on it is being stored; the next round looks again
+        flapping = self._trim_changes(alert.id, now) > self.policy.alerts.flapping.changes
+        outgoing: list[tuple[str, Notification]] = []
+        if flapping and alert.id not in self._flapping:
+            window = self.policy.alerts.flapping
+            note = f"more than {window.changes} state changes in {format_duration(window.window)}"
+            notifiers = {n for r in stages.route(alert, self.policy.routes) for n in r.config.notify}
+            outgoing += [(n, alert.notification("flapping", now, note)) for n in sorted(notifiers)]
+        probe = alert if alert.flapping == flapping else dataclasses.replace(alert, flapping=flapping)
+        suppressed = stages.suppress(probe, now, self)
+        sticky = suppressed if suppressed in STICKY and alert.notified_severity is None else alert.sticky
+        if alert.state is AlertState.RESOLVED:
+            plan = stages.plan_resolved(alert, self.policy.routes_by_key)
+        elif alert.state is AlertState.FIRING and suppressed is None and not self._awaiting_dependencies(alert):
+            routes = stages.route(alert, self.policy.routes)
+            plan = stages.plan_firing(
+                alert, routes, now, self._hours.open(now), lambda n: self.outbox.queued(n, alert.id, "firing")
+            )
+        else:
+            plan = stages.Plan()
+        for send in plan.sends:
+            outgoing += [(n, alert.notification(send.event, now, send.note)) for n in send.notifiers]
+        resolved = alert.state is AlertState.RESOLVED
+        changed = (flapping, suppressed, sticky) != (alert.flapping, alert.suppressed, alert.sticky)
+        if not (outgoing or plan or resolved or changed or alert.id in self._unsaved):
+            return
+        new = alert.copy()
+        new.flapping, new.suppressed, new.sticky = flapping, suppressed, sticky
+        stages.apply(new, plan, now)
+        if new.state is not AlertState.PENDING or outgoing:  # a pending alert lives in memory only
+            self._deciding.add(alert.id)
+            try:
+                await self._write(new, outgoing, active=not resolved)
+            except Exception as exc:  # the store is failing: the same decision is taken next round
+                log.error("alert not stored, deciding again", extra={"alert": alert.id, "reason": str(exc)})
+                return
+            finally:
+                self._deciding.discard(alert.id)
+        # Stored: the live alert takes the decision (counts made meanwhile by new runs are kept).
+        alert.flapping, alert.suppressed, alert.sticky = flapping, suppressed, sticky
+        stages.apply(alert, plan, now)
+        self._unsaved.discard(alert.id)
+        if flapping and alert.id not in self._flapping:
+            log.warning("alert flapping", extra={"alert": alert.id, "check": alert.check})
+            self._flapping.add(alert.id)
+        elif not flapping:
+            self._flapping.discard(alert.id)
+        if resolved:
+            self._untrack(alert)
+            if plan.sends:
+                log.info("alert resolved", extra={"alert": alert.id, "check": alert.check})
+
+    def _awaiting_dependencies(self, alert: Alert) -> bool:
+        """A check's page waits until each dependency has been evaluated since the breach began:
+        if the database is the cause, its own alert must win the race."""
+        return any(self._last_seen.get(dep, -1.0) < alert.started_at for dep in self.depends_on(alert.check))
+
+    async def _write(self, alert: Alert, outgoing: list[tuple[str, Notification]], active: bool = True) -> None:
+        record = AlertRecord(alert.key, alert.id, active, self.clock.now(), alert.to_doc())
+        await self.outbox.commit(record, outgoing)
+
+    # ------------------------------------------------------------ API actions
+
+    async def acknowledge(self, aid: str, by: str | None, comment: str | None) -> Alert | None:
+        """Stops repeats and escalation; the notifiers that were paged are told."""
+        alert = self.active.get(aid)
+        if alert is None or alert.acknowledged:
+            return alert
+        now = self.clock.now()
+        new = alert.copy()
+        new.acknowledged, new.acknowledged_by, new.ack_comment = True, by, comment
+        notified = sorted({n for p in new.progress.values() for n in p.notifiers})
+        await self._write(new, [(n, new.notification("acknowledged", now, comment)) for n in notified])
+        alert.acknowledged, alert.acknowledged_by, alert.ack_comment = True, by, comment
+        log.info("alert acknowledged", extra={"alert": aid, "check": alert.check})
+        return alert
+
+    async def add_silence(self, checks: list[str], start: float, end: float, comment: str) -> Silence:
+        silence = Silence(secrets.token_hex(8), tuple(checks), start, end, comment)
+        await self.store.save_silence(silence.id, asdict(silence))
+        self.silences[silence.id] = silence
+        return silence
+
+    async def delete_silence(self, silence_id: str) -> bool:
+        if silence_id not in self.silences:
+            return False
+        await self.store.delete_silence(silence_id)
+        del self.silences[silence_id]
+        await self.tick(self.clock.now())  # alerts it held are notified now if still firing
+        return True
+
+    async def history(self, since: float) -> list[Alert]:
+        found = []
+        for doc in await self.store.load_alerts(active=False, since=since):
+            try:
+                found.append(Alert.from_doc(doc))
+            except (KeyError, TypeError, ValueError):
+                continue  # logged when loaded at start
+        return found
+
+
+__all__ = ["AlertPipeline", "alert_id"]

@@ -1,0 +1,173 @@
+"""The stages of an alert's notification decision, each a function of (alert, now, policy).
+
+suppress -> route -> plan (repeat, escalation, business hours). The pipeline runs them in that
+order and enqueues what the last one returns; none of them writes or sends anything.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from alerts.model import Alert, AlertState, Route, RouteProgress, Suppression
+from alerts.notifiers.base import Event
+
+
+class World(Protocol):
+    """What the suppress stage asks of the rest of alerting at `now`."""
+
+    def in_maintenance(self, check: str, now: float) -> bool: ...
+    def silenced(self, check: str, now: float) -> bool: ...
+    def up_breaching(self, check: str) -> bool: ...
+    def depends_on(self, check: str) -> Sequence[str]: ...
+
+
+def suppress(alert: Alert, now: float, world: World) -> Suppression | None:
+    """Why the alert must not be notified now, if it must not."""
+    if alert.flapping:
+        return Suppression.FLAPPING
+    return alert.sticky or check_suppression(alert.check, now, world, metric=alert.metric)
+
+
+def check_suppression(check: str, now: float, world: World, metric: str | None = None) -> Suppression | None:
+    """Why a check's alerts (or one of them, for `metric`) are not notified now."""
+    if world.in_maintenance(check, now):
+        return Suppression.MAINTENANCE
+    if world.silenced(check, now):
+        return Suppression.SILENCE
+    if any(world.up_breaching(dep) for dep in world.depends_on(check)):
+        return Suppression.DEPENDENCY
+    if metric is not None and metric != "up" and world.up_breaching(check):
+        return Suppression.DOWN
+    return None
+
+
+def route(alert: Alert, routes: Iterable[Route]) -> list[Route]:
+    """The routes an alert goes to: in order, the first match wins unless it says continue."""
+    matched = []
+    for r in routes:
+        m = r.config.match
+        if m.severity is not None and m.severity != alert.severity:
+            continue
+        if m.check is not None and not fnmatch.fnmatchcase(alert.check, m.check):
+            continue
+        if any(alert.labels.get(k) != v for k, v in m.labels.items()):
+            continue
+        matched.append(r)
+        if not r.config.continue_:
+            break
+    return matched
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """One notification to send: `kind` says what it does to the route's progress."""
+
+    route: str  # Route.key
+    notifiers: tuple[str, ...]
+    event: Event
+    kind: str = "notify"  # notify | repeat | escalate | flapping | resolved | acknowledged
+    note: str | None = None
+
+
+@dataclass(slots=True)
+class Plan:
+    """What the plan stage decided for one alert."""
+
+    sends: list[Send] = field(default_factory=list)
+    hold: list[str] = field(default_factory=list)  # routes waiting for business hours
+    release: list[str] = field(default_factory=list)  # routes no longer waiting
+    announce: bool = False  # the alert's severity is now announced
+
+    def __bool__(self) -> bool:
+        return bool(self.sends or self.hold or self.release or self.announce)
+
+
+def plan_firing(
+    alert: Alert,
+    routes: Sequence[Route],
+    now: float,
+    open_now: bool,
+    queued: Callable[[str], bool],
+) -> Plan:
+    """Notify a new episode or severity, repeat, escalate; hold what business hours hold.
+
+    `queued(notifier)`: a firing of this alert still waits there (a repeat is not piled onto it).
+    """
+    plan = Plan()
+    new = alert.notified_severity != alert.severity  # a new episode, or a severity change
+    for r in routes:
+        cfg = r.config
+        progress = alert.progress.get(r.key) or RouteProgress()
+        closed = cfg.when == "business_hours" and not open_now
+        due: tuple[str, ...] = ()
+        kind = "notify"
+        if new or progress.held:
+            if closed:
+                if not progress.held:
+                    plan.hold.append(r.key)
+                continue
+            due = tuple(cfg.notify)
+            if progress.held:
+                plan.release.append(r.key)
+        elif _repeat_due(alert, cfg.repeat, progress, now) and not closed:
+            due, kind = tuple(cfg.notify), "repeat"
+        if due and not new:  # a repeat or a release: not onto one still undelivered
+            due = tuple(n for n in due if not queued(n))
+        if due:
+            plan.sends.append(Send(r.key, due, "firing", kind))
+        first_at = progress.first_at if progress.first_at is not None else (now if due else None)
+        if not alert.acknowledged and first_at is not None:
+            for step in cfg.escalate[progress.escalated :]:
+                if now - first_at < step.after:
+                    break
+                plan.sends.append(Send(r.key, tuple(step.notify), "firing", "escalate"))
+    plan.announce = new
+    return plan
+
+
+def _repeat_due(alert: Alert, repeat: float | None, progress: RouteProgress, now: float) -> bool:
+    if alert.acknowledged or not repeat or progress.last_at is None:
+        return False
+    return now - progress.last_at >= repeat
+
+
+def plan_resolved(alert: Alert, routes_by_key: dict[str, Route]) -> Plan:
+    """The resolve goes to whoever got the firing, unless their route says send_resolved = false
+    (a route removed since is told anyway: its people were paged)."""
+    if alert.resolve_sent or alert.state is not AlertState.RESOLVED:
+        return Plan()
+    plan = Plan()
+    told: set[str] = set()
+    for key, progress in alert.progress.items():
+        r = routes_by_key.get(key)
+        if r is not None and not r.config.send_resolved:
+            continue
+        due = tuple(n for n in progress.notifiers if n not in told)
+        told.update(due)
+        if due:
+            plan.sends.append(Send(key, due, "resolved", "resolved"))
+    return plan
+
+
+def apply(alert: Alert, plan: Plan, now: float) -> None:
+    """Record in the alert what its plan did to each route's progress."""
+    for key in plan.hold:
+        alert.progress.setdefault(key, RouteProgress()).held = True
+    for key in plan.release:
+        alert.progress.setdefault(key, RouteProgress()).held = False
+    for send in plan.sends:
+        progress = alert.progress.setdefault(send.route, RouteProgress())
+        if send.kind in ("notify", "repeat"):
+            progress.first_at = progress.first_at if progress.first_at is not None else now
+            progress.last_at = now
+        elif send.kind == "escalate":
+            progress.escalated += 1
+        if send.event == "firing":
+            progress.notifiers += [n for n in send.notifiers if n not in progress.notifiers]
+        elif send.event == "resolved":
+            alert.resolve_sent = True
+    if plan.announce:
+        alert.notified_severity = alert.severity
