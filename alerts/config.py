@@ -30,8 +30,9 @@ class BusinessHoursConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> BusinessHoursConfig:
-        if self.start >= self.end:
-            raise ValueError(f"start {self.start} must be before end {self.end}")
+        # A start after the end is a night shift (22:00-06:00): only an empty span is an error.
+        if self.start == self.end:
+            raise ValueError("start and end must differ")
         return self
 
 

@@ -226,9 +226,9 @@ INVALID = [
         "thresholds.up.trigger_after",
     ),
     (
-        "business-hours-order",
-        BASE + '[business_hours]\nstart = "18:00"\nend = "09:00"\n',
-        "business_hours",
+        "business-hours-empty",
+        BASE + '[business_hours]\nstart = "09:00"\nend = "09:00"\n',
+        "business_hours: start and end must differ",
     ),
     (
         "business-hours-trailing-newline",
@@ -358,6 +358,13 @@ def test_timeout_nobody_wrote_follows_a_short_interval() -> None:
     assert (slow.interval, slow.timeout) == (60.0, 10.0)
     short_default = parse_config('[monitor]\ndefault_interval = "2s"\n' + http_check("a"), {})
     assert (short_default.checks[0].interval, short_default.checks[0].timeout) == (2.0, 2.0)
+
+
+def test_business_hours_start_after_end_is_a_night_shift(tmp_path: Path) -> None:
+    """22:00-06:00 is a night shift (each listed day's night), no longer an error."""
+    path = tmp_path / "monitor.toml"
+    path.write_text(BASE + '[business_hours]\ndays = ["mon", "fri"]\nstart = "22:00"\nend = "06:00"\n')
+    assert main(["validate", "-c", str(path)]) == 0
 
 
 def test_every_error_is_reported_at_once() -> None:
