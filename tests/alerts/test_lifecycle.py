@@ -9,10 +9,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import textwrap
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
-from alerts.model import Alert, AlertState, RouteProgress, alert_id
+import pytest
+
+from alerts.model import Alert, AlertPolicy, AlertState, Route, RouteProgress, alert_id
+from monitor.config import parse_config
 from monitor.models import CheckResult
-from tests.alerts.harness import Failed, Harness, Retry, down, up, utc
+from tests.alerts.harness import Failed, Harness, Retry, down, policy_for, up, utc
 
 POLICY = """
 [monitor]
@@ -438,3 +444,143 @@ def test_stored_alert_is_what_asdict_gives_and_shares_nothing_with_the_live_aler
     alert.progress["0"].notifiers.append("ops-mail")
     assert doc["labels"] == {"team": "platform"}
     assert doc["progress"]["0"]["notifiers"] == ["oncall"]
+
+
+# ---------------------------------------------------------------- reload keeps route progress
+
+NEW_ROUTE = """
+match = { check = "collab-*" }
+notify = ["ops-mail"]
+"""
+
+
+def reordered(policy: str) -> str:
+    """`policy` with its two routes swapped and an unrelated route put first."""
+    head, critical, rest = policy.split("[[routes]]")
+    warning, checks = rest.split("[[checks]]", 1)
+    return (
+        head
+        + "[[routes]]"
+        + NEW_ROUTE
+        + "[[routes]]"
+        + warning
+        + "[[routes]]"
+        + critical
+        + "[[checks]]"
+        + checks
+    )
+
+
+async def page_then_reload(h: Harness, reload: AlertPolicy) -> list[tuple[str, int]]:
+    """The database pages at 0; the policy is swapped at 5 min; (notifier, minute) of every
+    firing delivered after the page, up to 61 minutes."""
+    await all_up(h)
+    start = h.clock.now()
+    await h.run("database", down())
+    await h.run("database", down())
+    assert [(n, e) for n, e, _, _ in h.events()] == [("oncall", "firing"), ("team-chat", "firing")]
+    h.clear()
+    await h.advance(5 * 60)
+    h.manager.policy = reload
+    delivered: list[tuple[str, int]] = []
+    for _ in range(56):
+        await h.advance(60)
+        delivered += [
+            (name, round((h.clock.now() - start) / 60)) for name, n in h.sent if n.event == "firing"
+        ]
+        h.clear()
+    return delivered
+
+
+async def test_reload_reordering_routes_keeps_repeat_and_escalation() -> None:
+    """The critical route moves from first to third: its repeat (30 m) and escalation (15 m)
+    go on from the page, and the reorder itself pages nobody."""
+    h = harness()
+    before = h.manager.policy
+    after = policy_for(parse_config(textwrap.dedent(reordered(POLICY)), {}))
+    # Progress is kept by Route.key: the critical route's key is the same at its new index, and
+    # the route now at its old index is another. Keyed by index, the alert's progress would
+    # belong to the new collab route and the critical route would start with none: no first
+    # delivery to escalate from, no last one to repeat from (see the next test).
+    assert [r.config.notify for r in after.routes] == [
+        ["ops-mail"],
+        ["team-chat", "ops-mail"],
+        ["oncall", "team-chat"],
+    ]
+    assert after.routes[2].key == before.routes[0].key
+    assert after.routes[0].key != before.routes[0].key
+    delivered = await page_then_reload(h, after)
+    assert delivered == [
+        ("ops-mail", 15),
+        ("oncall", 30),
+        ("team-chat", 30),
+        ("oncall", 60),
+        ("team-chat", 60),
+    ]
+    alert = h.manager.active[alert_id("database", "up")]
+    assert set(alert.progress) == {before.routes[0].key}
+    assert alert.progress[before.routes[0].key].escalated == 1
+
+
+async def test_progress_keyed_by_index_would_lose_repeat_and_escalation() -> None:
+    """The control of the test above: the same scenario with routes keyed by their index (as
+    progress used to be) sends neither the escalation nor the repeats."""
+    h = harness()
+    by_index = dataclasses.replace(
+        h.manager.policy, routes=tuple(Route(str(i), r.config) for i, r in enumerate(h.manager.policy.routes))
+    )
+    h.manager.policy = by_index
+    after = policy_for(parse_config(textwrap.dedent(reordered(POLICY)), {}))
+    after = dataclasses.replace(
+        after, routes=tuple(Route(str(i), r.config) for i, r in enumerate(after.routes))
+    )
+    assert await page_then_reload(h, after) == []
+
+
+# ---------------------------------------------------------------- business hours across midnight
+
+NIGHT_SHIFT = """
+[monitor]
+timezone = "Europe/London"
+[business_hours]
+days = ["mon", "tue", "wed", "thu", "fri"]
+start = "22:00"
+end = "06:00"
+[thresholds.body_bytes]
+warning = 1000
+critical = 5000
+[notifiers.team-chat]
+type = "webhook"
+url = "http://127.0.0.1:1/slack"
+[[routes]]
+match = { severity = "warning" }
+notify = ["team-chat"]
+when = "business_hours"
+[[checks]]
+name = "backend-api"
+type = "http"
+url = "https://tynebase-backend.fly.dev/health"
+"""
+LONDON = ZoneInfo("Europe/London")
+
+
+def london(*args: int) -> datetime:
+    return datetime(*args, tzinfo=LONDON)  # June 2026: summer time, an hour ahead of UTC
+
+
+@pytest.mark.parametrize(
+    ("breach", "delivered"),
+    [
+        (london(2026, 6, 1, 23, 0), london(2026, 6, 1, 23, 0)),  # Monday night: open
+        (london(2026, 6, 6, 3, 0), london(2026, 6, 6, 3, 0)),  # Saturday 03:00 is Friday's night
+        (london(2026, 6, 7, 3, 0), london(2026, 6, 8, 22, 0)),  # Sunday 03:00: held to Monday 22:00
+    ],
+    ids=["monday-23:00", "saturday-03:00", "sunday-03:00"],
+)
+async def test_night_shift_business_hours_cross_midnight(breach: datetime, delivered: datetime) -> None:
+    h = Harness.from_toml(NIGHT_SHIFT, breach)
+    await h.run("backend-api", CheckResult.success(10, body_bytes=2000))
+    while not h.sent and h.clock.now() < breach.timestamp() + 3 * 86400:
+        await h.advance(60)
+    assert h.events() == [("team-chat", "firing", "backend-api", "warning")]
+    assert datetime.fromtimestamp(h.clock.now(), LONDON) == delivered
