@@ -28,19 +28,27 @@ def suppress(alert: Alert, now: float, world: World) -> Suppression | None:
     """Why the alert must not be notified now, if it must not."""
     if alert.flapping:
         return Suppression.FLAPPING
-    return alert.sticky or check_suppression(alert.check, now, world, metric=alert.metric)
+    if world.in_maintenance(alert.check, now):
+        return Suppression.MAINTENANCE
+    if world.silenced(alert.check, now):
+        return Suppression.SILENCE
+    if alert.sticky:
+        return alert.sticky
+    if any(world.up_breaching(dep) for dep in world.depends_on(alert.check)):
+        return Suppression.DEPENDENCY
+    if alert.metric != "up" and world.up_breaching(alert.check):
+        return Suppression.DOWN
+    return None
 
 
-def check_suppression(check: str, now: float, world: World, metric: str | None = None) -> Suppression | None:
-    """Why a check's alerts (or one of them, for `metric`) are not notified now."""
+def check_suppression(check: str, now: float, world: World) -> Suppression | None:
+    """Why a check's alerts are not notified now (the API's `suppressed` of a check)."""
     if world.in_maintenance(check, now):
         return Suppression.MAINTENANCE
     if world.silenced(check, now):
         return Suppression.SILENCE
     if any(world.up_breaching(dep) for dep in world.depends_on(check)):
         return Suppression.DEPENDENCY
-    if metric is not None and metric != "up" and world.up_breaching(check):
-        return Suppression.DOWN
     return None
 
 
