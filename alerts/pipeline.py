@@ -115,7 +115,9 @@ class AlertPipeline:
         """A clean evaluation of a check with no alert: only its time matters."""
         self._last_seen[check] = now
 
-    async def observe(self, check: str, rows: Sequence[RowEvaluation], reason: str | None, now: float) -> None:
+    async def observe(
+        self, check: str, rows: Sequence[RowEvaluation], reason: str | None, now: float
+    ) -> None:
         """One evaluation of one check: every row that applied to its latest run."""
         self._last_seen[check] = now
         info = self.policy.checks.get(check)
@@ -232,7 +234,9 @@ class AlertPipeline:
         sticky = suppressed if suppressed in STICKY and alert.notified_severity is None else alert.sticky
         if alert.state is AlertState.RESOLVED:
             plan = stages.plan_resolved(alert, self.policy.routes_by_key)
-        elif alert.state is AlertState.FIRING and suppressed is None and not self._awaiting_dependencies(alert):
+        elif (
+            alert.state is AlertState.FIRING and suppressed is None and not self._awaiting_dependencies(alert)
+        ):
             routes = stages.route(alert, self.policy.routes)
             plan = stages.plan_firing(
                 alert, routes, now, self._hours.open(now), lambda n: self.outbox.queued(n, alert.id, "firing")
@@ -276,7 +280,9 @@ class AlertPipeline:
         if the database is the cause, its own alert must win the race."""
         return any(self._last_seen.get(dep, -1.0) < alert.started_at for dep in self.depends_on(alert.check))
 
-    async def _write(self, alert: Alert, outgoing: list[tuple[str, Notification]], active: bool = True) -> None:
+    async def _write(
+        self, alert: Alert, outgoing: list[tuple[str, Notification]], active: bool = True
+    ) -> None:
         record = AlertRecord(alert.key, alert.id, active, self.clock.now(), alert.to_doc())
         await self.outbox.commit(record, outgoing)
 

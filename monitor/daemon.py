@@ -76,7 +76,9 @@ class Daemon:
         self.alerts = AlertPipeline(alert_policy(config, self.runtimes), self.store, self.outbox, self.clock)
         self.runtimes.update(build_runtimes(config, self._deps, self.alerts))
         self.scheduler = Scheduler(self._run, self.metrics.scheduler_lag.observe, self._skipped)
-        self._web = web.AppRunner(build_app(self), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        self._web = web.AppRunner(
+            build_app(self), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
         self._idle.set()

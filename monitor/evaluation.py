@@ -151,7 +151,8 @@ class CheckEvaluator:
 
     def levels(self) -> dict[str, Level]:
         """Each applied row's level on its latest value: a single run's judgement (`monitor once`)."""
-        return {metric: Level(self._levels[i]) for i, metric in enumerate(self.rows) if self._applied >> i & 1}
+        applied = self._applied
+        return {metric: Level(self._levels[i]) for i, metric in enumerate(self.rows) if applied >> i & 1}
 
     @property
     def derived(self) -> dict[str, float]:

@@ -34,7 +34,6 @@ def new_http_session() -> aiohttp.ClientSession:
     )
 
 
-
 async def run_once(
     config: Config, names: list[str] | None = None, clock: Clock | None = None
 ) -> dict[str, Any]:

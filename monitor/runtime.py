@@ -229,8 +229,6 @@ def alert_policy(config: Config, runtimes: dict[str, CheckRuntime]) -> AlertPoli
     )
 
 
-
-
 class SingleRun:
     """`monitor once`'s judge: each row on the check's one run, as a Nagios plugin judges it
     (trigger_after does not apply)."""

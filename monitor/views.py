@@ -10,22 +10,14 @@ from monitor.models import iso
 
 
 def alert_view(alert: Alert) -> dict[str, Any]:
-    """An alert as `GET /api/v1/alerts` shows it (SPEC section 6)."""
+    """An alert as `GET /api/v1/alerts` shows it (SPEC section 6): the shape notifiers send, plus
+    where the alert stands."""
+    fields = alert.notification("firing", alert.started_at).alert_fields()
     return {
-        "id": alert.id,
-        "check": alert.check,
-        "metric": alert.metric,
-        "severity": alert.severity,
-        "state": alert.state,
-        "suppressed": alert.suppressed,
+        **fields,
+        "state": alert.state.value,
+        "suppressed": alert.suppressed.value if alert.suppressed else None,
         "acknowledged": alert.acknowledged,
-        "value": alert.value,
-        "threshold": alert.threshold,
-        "started_at": iso(alert.started_at),
-        "resolved_at": iso(alert.resolved_at),
-        "reason": alert.reason,
-        "labels": alert.labels,
-        "runbook": alert.runbook,
     }
 
 

@@ -109,6 +109,23 @@ class Notification:
         d = self.duration_s
         return None if d is None else human_duration(d)
 
+    def alert_fields(self) -> dict[str, Any]:
+        """The alert as every outside view shows it: the `alert` of the webhook body, an alert of
+        `GET /api/v1/alerts` (plus its state), PagerDuty's custom_details (a subset)."""
+        return {
+            "id": self.alert_id,
+            "check": self.check,
+            "metric": self.metric,
+            "severity": self.severity,
+            "value": self.value,
+            "threshold": self.threshold,
+            "started_at": iso(self.started_at),
+            "resolved_at": iso(self.resolved_at),
+            "reason": self.reason,
+            "labels": dict(self.labels),
+            "runbook": self.runbook,
+        }
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

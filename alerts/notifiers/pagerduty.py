@@ -46,17 +46,12 @@ def summary(n: Notification) -> str:
 
 def custom_details(n: Notification) -> dict[str, Any]:
     """The alert's facts (SPEC section 5), shown as a table on the incident."""
+    fields = n.alert_fields()
     return {
-        "check": n.check,
-        "metric": n.metric,
-        "severity": n.severity,
-        "value": n.value,
-        "threshold": n.threshold,
+        **{key: fields[key] for key in ("check", "metric", "severity", "value", "threshold")},
         "direction": n.direction,
-        "since": iso(n.started_at),
-        "reason": n.reason,
-        "labels": dict(n.labels),
-        "runbook": n.runbook,
+        "since": fields["started_at"],
+        **{key: fields[key] for key in ("reason", "labels", "runbook")},
     }
 
 

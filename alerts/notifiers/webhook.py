@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from alerts.notifiers.base import Delivery, Notification, Notifier, NotifierConfig, iso, require_http_url
+from alerts.notifiers.base import Delivery, Notification, Notifier, NotifierConfig, require_http_url
 from monitor.models import MaskedUrl, Secret
 
 VERSION = "1"
@@ -18,23 +18,6 @@ class WebhookConfig(NotifierConfig):
     headers: dict[str, Secret] = {}
 
     _url = field_validator("url")(require_http_url)
-
-
-def alert_body(n: Notification) -> dict[str, Any]:
-    """The `alert` object, shaped as an alert of `GET /api/v1/alerts`."""
-    return {
-        "id": n.alert_id,
-        "check": n.check,
-        "metric": n.metric,
-        "severity": n.severity,
-        "value": n.value,
-        "threshold": n.threshold,
-        "started_at": iso(n.started_at),
-        "resolved_at": iso(n.resolved_at),
-        "reason": n.reason,
-        "labels": dict(n.labels),
-        "runbook": n.runbook,
-    }
 
 
 def build_body(n: Notification) -> dict[str, Any]:
@@ -49,7 +32,7 @@ def build_body(n: Notification) -> dict[str, Any]:
         "summary": n.summary,
         "acknowledged_by": n.acknowledged_by,
         "note": n.note,
-        "alert": alert_body(n),
+        "alert": n.alert_fields(),
     }
 
 
