@@ -95,12 +95,9 @@ class Scheduler:
     def remove(self, name: str) -> None:
         self._jobs.pop(name, None)  # its heap entry is dropped when it comes up
 
-    def jobs(self) -> list[str]:
-        return list(self._jobs)
-
-    def due(self, name: str) -> float:
-        """Loop time of the check's next run."""
-        return self._jobs[name].due
+    def jobs(self) -> dict[str, float]:
+        """Every scheduled check and the loop time of its next run."""
+        return {name: job.due for name, job in self._jobs.items()}
 
     def _push(self, job: _Job) -> None:
         heapq.heappush(self._heap, (job.due, job))
