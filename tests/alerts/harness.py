@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from alerts.model import AlertPolicy, CheckInfo, Route
-from alerts.pipeline import AlertPipeline
 from alerts.notifiers.base import Delivery, Failed, Notification, Notifier, NotifierConfig, Retry, Sent
 from alerts.outbox import Outbox
+from alerts.pipeline import AlertPipeline
 from monitor.config import Config, dependency_order, parse_config
 from monitor.evaluation import CheckEvaluator
 from monitor.models import CheckResult
@@ -20,8 +20,9 @@ from tests.fakes.clock import FakeClock
 
 def policy_for(config: Config) -> AlertPolicy:
     checks = {}
+    by_name = {c.name: c for c in config.checks}
     for name in dependency_order(config):
-        c = config.check(name)
+        c = by_name[name]
         checks[name] = CheckInfo(
             name, c.type, f"{name}.example.com", dict(c.labels), c.runbook, tuple(c.depends_on)
         )
