@@ -66,7 +66,7 @@ class AlertPipeline:
                 silence = Silence.from_doc(doc)
             except (TypeError, ValueError) as exc:
                 sid = doc.get("id") if isinstance(doc, dict) else None
-                log.warning("stored silence skipped", extra={"reason": f"silence {sid!r}: {exc}"})
+                log.warning("stored silence skipped", extra={"silence": sid, "reason": str(exc)})
                 continue
             self.silences[silence.id] = silence
 

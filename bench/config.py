@@ -18,6 +18,7 @@ critical = 5
 window = "5m"
 """
 RUN_TIMEOUT = "5s"
+RUN_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +76,10 @@ def load_config(
         for _ in range(counts.get(kind, 0)):
             number += 1
             out.append(f'\n[[checks]]\nname = "{kind}-{number:06d}"\ntype = "{kind}"\n')
-            out.append(f'interval = "{interval_s:g}s"\ntimeout = "{RUN_TIMEOUT}"\n')
+            timeout = (
+                RUN_TIMEOUT if interval_s >= RUN_TIMEOUT_S else f"{interval_s:g}s"
+            )  # never over the interval
+            out.append(f'interval = "{interval_s:g}s"\ntimeout = "{timeout}"\n')
             if kind == "http":
                 out.append(f"url = {_toml(targets.http_url)}\n")
                 out.append('expect_status = [200]\nexpect_json = { status = "ok" }\n')

@@ -18,6 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from monitor.models import iso
+from monitor.store import StoreError
 
 log = logging.getLogger("monitor.api")
 
@@ -169,6 +170,8 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         if exc.status < 400:
             raise
         return _http_error(request, exc)
+    except StoreError as exc:  # a write or history read the failing store refused: nothing changed
+        return _error(503, f"state store unavailable: {exc}")
     except Exception:
         log.exception("API request failed", extra={"path": request.path})
         return _error(500, "internal error (logged)")

@@ -11,7 +11,7 @@ import time
 from logging.handlers import QueueHandler, QueueListener
 from typing import TextIO
 
-FIELDS = ("check", "alert", "notifier", "attempt", "reason", "path", "errors", "checks")
+FIELDS = ("check", "alert", "silence", "notifier", "attempt", "reason", "path", "errors", "checks")
 
 
 class JsonFormatter(logging.Formatter):
