@@ -76,9 +76,8 @@ def load_config(
         for _ in range(counts.get(kind, 0)):
             number += 1
             out.append(f'\n[[checks]]\nname = "{kind}-{number:06d}"\ntype = "{kind}"\n')
-            timeout = (
-                RUN_TIMEOUT if interval_s >= RUN_TIMEOUT_S else f"{interval_s:g}s"
-            )  # never over the interval
+            # A timeout is never longer than the interval (a config error).
+            timeout = RUN_TIMEOUT if interval_s >= RUN_TIMEOUT_S else f"{interval_s:g}s"
             out.append(f'interval = "{interval_s:g}s"\ntimeout = "{timeout}"\n')
             if kind == "http":
                 out.append(f"url = {_toml(targets.http_url)}\n")
