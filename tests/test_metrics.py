@@ -4,7 +4,13 @@ run against loopback servers.
 Each http check here talks to a ScriptedServer: every request gets the next answer the test
 scripted, and a request that finds the script empty waits for the next one. So after the n
 scripted runs the next run is held, and a scrape shows exactly those n runs until the test
-scripts more (the held run takes the next answer).
+scripts more (the held run takes the next answer) or the held run times out.
+
+A check's timeout may not exceed its interval, so the scripted checks use timeout == interval:
+a held run times out one interval after it started, just after the next due run (which it
+makes skipped). The interval (0.5 s) leaves a test about that long, after it saw a run end, to
+script the next answer before a held run gives up; each scripted step costs about one
+interval, waiting for the next due run.
 """
 
 from __future__ import annotations
@@ -150,14 +156,15 @@ async def api() -> AsyncIterator[ScriptedServer]:
     await server.aclose()
 
 
-def api_check(url: str, interval: str = "0.05s") -> str:
+def api_check(url: str, interval: str = "0.5s") -> str:
+    """The scripted check; its timeout is its interval, the longest the config allows."""
     return f"""
     [[checks]]
     name = "backend-api"
     type = "http"
     url = "{url}"
     interval = "{interval}"
-    timeout = "30s"
+    timeout = "{interval}"
     """
 
 
@@ -200,7 +207,11 @@ async def scrape_until(daemon: Daemon, accept: Callable[[Samples], bool], timeou
 
 
 async def after_runs(daemon: Daemon, n: int) -> Samples:
-    return await scrape_until(daemon, lambda s: ran(s) == n)
+    """The scrape after the n-th run of backend-api, every one of them answered as scripted."""
+    samples = await scrape_until(daemon, lambda s: ran(s) == n)
+    timeouts = runs(samples, **API)["timeout"]
+    assert timeouts is None, f"{timeouts} held run(s) timed out before the test scripted an answer"
+    return samples
 
 
 async def test_a_sample_the_latest_run_lacks_keeps_its_last_value(api: ScriptedServer) -> None:
@@ -232,31 +243,35 @@ async def test_a_sample_the_latest_run_lacks_keeps_its_last_value(api: ScriptedS
 
 async def test_runs_by_result_and_histogram_of_fast_runs(api: ScriptedServer) -> None:
     url = await api.start()
-    async with running(api_check(url), held_by=api) as daemon:
+    async with running(api_check(url, interval="0.3s"), held_by=api) as daemon:
         api.then(ok(b"{}"), ok(b"{}"), status_503(), RESET, status_503())
-        # The sixth run is held: the due runs after it are skipped.
-        samples = await scrape_until(daemon, lambda s: ran(s) == 5 and (runs(s, **API)["skipped"] or 0) >= 1)
+        # The sixth run is held until its timeout (0.3 s, its interval), which comes just after
+        # the next due run: that one is skipped. The scrape is taken before the seventh run,
+        # held as well, times out (two intervals later).
+        samples = await scrape_until(daemon, lambda s: ran(s) == 6 and (runs(s, **API)["skipped"] or 0) >= 1)
         counted = runs(samples, **API)
         assert {r: counted[r] for r in RESULTS[:4]} == {
             "success": 2,
             "failure": 3,
-            "timeout": None,
+            "timeout": 1,
             "error": None,
         }
         bucket = "monitor_check_duration_seconds_bucket"
-        # Skipped runs did not run: only the five are in the histogram.
-        assert value(samples, "monitor_check_duration_seconds_count", **API) == 5
-        assert value(samples, bucket, le="+Inf", **API) == 5
+        # Skipped runs did not run: only the five answered and the one timed out are observed.
+        assert value(samples, "monitor_check_duration_seconds_count", **API) == 6
+        assert value(samples, bucket, le="+Inf", **API) == 6
         assert value(samples, bucket, le="0.25", **API) == 5  # loopback answers are fast
+        assert value(samples, bucket, le="0.5", **API) == 6  # the timeout ended at about 0.3 s
         cumulative = [value(samples, bucket, le=le, **API) for le in LE]
         assert cumulative == sorted(cumulative)
         duration_sum = value(samples, "monitor_check_duration_seconds_sum", **API)
-        assert duration_sum is not None and 0 < duration_sum < 5 * 0.25
+        assert duration_sum is not None and 0.3 < duration_sum < 5 * 0.25 + 0.5
 
 
 async def test_timeouts_are_their_own_result_and_bucket() -> None:
-    """A peer that never answers: each run ends at its 0.3 s deadline, the next due run (every
-    0.2 s) finds it still going and is skipped."""
+    """A peer that never answers: each run ends at its 0.3 s deadline, which falls just after
+    the next due run (every 0.3 s, the timeout may not be longer): that run finds it still going
+    and is skipped."""
     async with LoopbackServers() as servers:
 
         async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -270,7 +285,7 @@ async def test_timeouts_are_their_own_result_and_bucket() -> None:
         name = "slow-api"
         type = "http"
         url = "http://{HOST}:{port}/health"
-        interval = "0.2s"
+        interval = "0.3s"
         timeout = "0.3s"
         """
         async with running(toml) as daemon:
