@@ -1,0 +1,149 @@
+"""What every state store shares: its records, its errors, the `Write` value and the Store protocol."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+# The `operation` label values of monitor_store_errors_total.
+OPERATIONS = (
+    "ping",
+    "probe",
+    "commit",
+    "reschedule",
+    "finish",
+    "save_silence",
+    "delete_silence",
+    "load_alerts",
+    "pending",
+    "load_silences",
+)
+WRITES = frozenset({"probe", "commit", "reschedule", "finish", "save_silence", "delete_silence"})
+
+
+class StoreError(Exception):
+    """The state store cannot do what was asked; the message is one line naming the store and
+    the problem (`/var/lib/monitor/monitor-state.db is not an SQLite database`), no secret."""
+
+
+@dataclass(slots=True)
+class OutboxItem:
+    """One notification waiting for (or done with) delivery through one notifier."""
+
+    id: int
+    notifier: str
+    payload: dict[str, Any]
+    created_at: float
+    next_at: float
+    attempts: int = 0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """An alert document as the store keeps it; `key` names one episode of one alert."""
+
+    key: str
+    alert_id: str
+    active: bool
+    updated_at: float
+    doc: dict[str, Any]
+
+
+Outgoing = list[tuple[str, dict[str, Any]]]  # (notifier, notification payload)
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One write: the operation's name (one of WRITES) and its arguments, as its method takes them.
+
+    `commit(alert, outgoing, now)` is `Write("commit", (alert, outgoing, now))`."""
+
+    operation: str
+    args: tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.operation not in WRITES:
+            raise ValueError(f"not a store write: {self.operation!r}")
+
+
+class Store(Protocol):
+    name: str  # as messages show it: a path, or a DSN with its credentials masked
+
+    async def open(self) -> None:
+        """Raises StoreError when the store cannot be used, saying why."""
+        ...
+
+    async def close(self) -> None: ...
+    async def ping(self) -> bool:
+        """True when the store answers (raises otherwise); `/readyz` depends on it."""
+        ...
+
+    def fault(self, exc: Exception) -> str | None:
+        """The one-line message for `exc` when it is this store failing; None for a bug."""
+        ...
+
+    async def apply(self, writes: Sequence[Write]) -> list[Any]:
+        """All `writes` in one transaction, in order, or none of them; each write's result in
+        order (the new OutboxItems for `commit`, a bool for `delete_silence`, else None)."""
+        ...
+
+    async def load_alerts(self, active: bool, since: float = 0.0) -> list[dict[str, Any]]: ...
+    async def pending(self) -> list[OutboxItem]: ...
+    async def load_silences(self) -> list[dict[str, Any]]: ...
+
+    # Each write spelled as a method (see `Writes`).
+    async def probe(self) -> None: ...
+    async def commit(self, alert: AlertRecord | None, outgoing: Outgoing, now: float) -> list[OutboxItem]: ...
+    async def reschedule(self, item: OutboxItem) -> None: ...
+    async def finish(self, item: OutboxItem, status: str) -> None: ...
+    async def save_silence(self, silence_id: str, doc: dict[str, Any]) -> None: ...
+    async def delete_silence(self, silence_id: str) -> bool: ...
+
+
+class Writes:
+    """The write operations as methods, each one `Write` handed to `write`: by default a
+    transaction of its own through `apply`; StoreWriter queues it for its next round instead."""
+
+    if TYPE_CHECKING:
+
+        async def apply(self, writes: Sequence[Write]) -> list[Any]: ...
+
+    async def write(self, write: Write) -> Any:
+        return (await self.apply([write]))[0]
+
+    async def probe(self) -> None:
+        """A real write, to see a failing store recover when nothing else is written."""
+        await self.write(Write("probe"))
+
+    async def commit(self, alert: AlertRecord | None, outgoing: Outgoing, now: float) -> list[OutboxItem]:
+        """The alert's new state and the notifications it decided on, stored together: a crash
+        can then neither lose a page (state saved, notification not) nor repeat one (the reverse)."""
+        items: list[OutboxItem] = await self.write(Write("commit", (alert, outgoing, now)))
+        return items
+
+    async def reschedule(self, item: OutboxItem) -> None:
+        await self.write(Write("reschedule", (item,)))
+
+    async def finish(self, item: OutboxItem, status: str) -> None:
+        await self.write(Write("finish", (item, status)))
+
+    async def save_silence(self, silence_id: str, doc: dict[str, Any]) -> None:
+        await self.write(Write("save_silence", (silence_id, doc)))
+
+    async def delete_silence(self, silence_id: str) -> bool:
+        deleted: bool = await self.write(Write("delete_silence", (silence_id,)))
+        return deleted
+
+
+def reason(exc: BaseException) -> str:
+    """One line for an exception from a driver or the OS, without "[Errno 111]" noise."""
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.errno is not None:
+        text = os.strerror(exc.errno) if exc.errno > 0 else (exc.strerror or text)
+    text = " ".join(text.split()) or type(exc).__name__
+    return text[:1].lower() + text[1:]

@@ -1,0 +1,98 @@
+"""The `memory` state store: nothing survives a restart."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from monitor.store.base import AlertRecord, OutboxItem, Write, Writes
+
+
+class MemoryStore(Writes):
+    """Throwaway state; a round is applied to copies that replace the state only when all of it
+    worked, so it too is all or nothing."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._alerts: dict[str, tuple[bool, float, dict[str, Any]]] = {}
+        self._outbox: dict[int, OutboxItem] = {}
+        self._silences: dict[str, dict[str, Any]] = {}
+        self._next_id = 1
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> bool:
+        return True
+
+    def fault(self, exc: Exception) -> str | None:
+        return None  # nothing here can fail but a bug
+
+    async def apply(self, writes: Sequence[Write]) -> list[Any]:
+        round_ = _Round(dict(self._alerts), dict(self._outbox), dict(self._silences), self._next_id)
+        results = [round_.run(write) for write in writes]
+        self._alerts, self._outbox, self._silences = round_.alerts, round_.outbox, round_.silences
+        self._next_id = round_.next_id
+        return results
+
+    async def load_alerts(self, active: bool, since: float = 0.0) -> list[dict[str, Any]]:
+        return [
+            json.loads(json.dumps(doc))
+            for is_active, updated, doc in self._alerts.values()
+            if is_active == active and updated >= since
+        ]
+
+    async def pending(self) -> list[OutboxItem]:
+        return sorted(self._outbox.values(), key=lambda i: i.id)
+
+    async def load_silences(self) -> list[dict[str, Any]]:
+        return list(self._silences.values())
+
+
+class _Round:
+    """One round's writes, made on copies of the store's tables."""
+
+    def __init__(
+        self,
+        alerts: dict[str, tuple[bool, float, dict[str, Any]]],
+        outbox: dict[int, OutboxItem],
+        silences: dict[str, dict[str, Any]],
+        next_id: int,
+    ) -> None:
+        self.alerts, self.outbox, self.silences, self.next_id = alerts, outbox, silences, next_id
+
+    def run(self, write: Write) -> Any:
+        args = write.args
+        match write.operation:
+            case "commit":
+                return self._commit(*args)
+            case "finish":
+                item, _status = args
+                self.outbox.pop(item.id, None)
+            case "save_silence":
+                silence_id, doc = args
+                self.silences[silence_id] = doc
+            case "delete_silence":
+                return self.silences.pop(args[0], None) is not None
+            case _:  # probe; reschedule: the worker's item is the stored item
+                pass
+        return None
+
+    def _commit(
+        self, alert: AlertRecord | None, outgoing: list[tuple[str, dict[str, Any]]], now: float
+    ) -> Any:
+        if alert is not None:
+            self.alerts[alert.key] = (alert.active, alert.updated_at, json.loads(json.dumps(alert.doc)))
+        items = []
+        for notifier, payload in outgoing:
+            json.dumps(payload)  # what a durable store could not keep fails here too
+            item = OutboxItem(self.next_id, notifier, payload, now, now)
+            self.outbox[item.id] = item
+            self.next_id += 1
+            items.append(item)
+        return items

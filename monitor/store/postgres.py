@@ -1,0 +1,185 @@
+"""The PostgreSQL state store: shared state for replicas (tables prefixed `monitor_`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
+
+from monitor.models import MASK, mask_url
+from monitor.store.base import AlertRecord, OutboxItem, StoreError, Write, Writes, reason
+
+if TYPE_CHECKING:
+    import asyncpg
+
+_PG_SCHEMA = """
+create table if not exists monitor_alerts (
+  key text primary key, alert_id text not null, active boolean not null,
+  updated_at double precision not null, doc jsonb not null);
+create index if not exists monitor_alerts_active on monitor_alerts (active, updated_at);
+create table if not exists monitor_outbox (
+  id bigserial primary key, notifier text not null, payload jsonb not null,
+  created_at double precision not null, next_at double precision not null,
+  attempts integer not null default 0, last_error text, status text not null default 'pending');
+create index if not exists monitor_outbox_pending on monitor_outbox (status, id);
+create table if not exists monitor_silences (id text primary key, doc jsonb not null);
+create table if not exists monitor_store_probe (id integer primary key, at double precision not null);
+"""
+
+
+class PostgresStore(Writes):
+    """Shared state in PostgreSQL; each round of writes is one transaction on one connection."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.name = mask_url(dsn)
+        parts = urlsplit(dsn)
+        given = [parts.password, *(v for k, v in parse_qsl(parts.query) if k == "password")]
+        self._secrets = [s for s in given if s]  # kept out of every message, whatever the driver says
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("store not open")
+        return self._pool
+
+    async def open(self) -> None:
+        import asyncpg  # ~3.5 MB resident: only a daemon whose state is PostgreSQL loads it
+
+        try:
+            pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4, timeout=10)
+        except Exception as exc:
+            if (message := self.fault(exc)) is None:
+                raise
+            raise StoreError(message) from exc
+        try:
+            async with pool.acquire() as conn:
+                await conn.execute(_PG_SCHEMA)
+        except BaseException as exc:
+            pool.terminate()
+            message = self.fault(exc) if isinstance(exc, Exception) else None
+            if message is None:
+                raise
+            raise StoreError(message) from exc
+        self._pool = pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    def fault(self, exc: Exception) -> str | None:
+        import asyncpg
+
+        if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+            return None  # a bug in what was asked, not the store failing
+        if not isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError | TimeoutError):
+            return None
+        why = reason(exc)
+        for secret in self._secrets:
+            why = why.replace(secret, MASK)
+        return f"{self.name}: {why}"
+
+    async def ping(self) -> bool:
+        async with self.pool.acquire(timeout=2) as conn:
+            await conn.fetchval("select 1")
+        return True
+
+    async def apply(self, writes: Sequence[Write]) -> list[Any]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            return [await _run(conn, write) for write in writes]
+
+    async def load_alerts(self, active: bool, since: float = 0.0) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            "select doc::text from monitor_alerts where active = $1 and updated_at >= $2 order by updated_at",
+            active,
+            since,
+        )
+        return [json.loads(r[0]) for r in rows]
+
+    async def pending(self) -> list[OutboxItem]:
+        rows = await self.pool.fetch(
+            "select id, notifier, payload::text, created_at, next_at, attempts, last_error "
+            "from monitor_outbox where status = 'pending' order by id"
+        )
+        return [OutboxItem(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
+
+    async def load_silences(self) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in await self.pool.fetch("select doc::text from monitor_silences")]
+
+
+async def _run(conn: asyncpg.Connection, write: Write) -> Any:
+    args = write.args
+    match write.operation:
+        case "commit":
+            return await _commit(conn, *args)
+        case "reschedule":
+            (item,) = args
+            await conn.execute(
+                "update monitor_outbox set next_at = $1, attempts = $2, last_error = $3 where id = $4",
+                item.next_at,
+                item.attempts,
+                item.last_error,
+                item.id,
+            )
+        case "finish":
+            item, status = args
+            if status == "sent":
+                await conn.execute("delete from monitor_outbox where id = $1", item.id)
+            else:
+                await conn.execute(
+                    "update monitor_outbox set status = $1, attempts = $2, last_error = $3 where id = $4",
+                    status,
+                    item.attempts,
+                    item.last_error,
+                    item.id,
+                )
+        case "save_silence":
+            silence_id, doc = args
+            await conn.execute(
+                "insert into monitor_silences (id, doc) values ($1, $2) "
+                "on conflict (id) do update set doc = excluded.doc",
+                silence_id,
+                json.dumps(doc),
+            )
+        case "delete_silence":
+            result = await conn.execute("delete from monitor_silences where id = $1", *args)
+            return result.endswith(" 1")
+        case "probe":
+            await conn.execute(
+                "insert into monitor_store_probe (id, at) values (1, extract(epoch from now())) "
+                "on conflict (id) do update set at = excluded.at"
+            )
+    return None
+
+
+async def _commit(
+    conn: asyncpg.Connection,
+    alert: AlertRecord | None,
+    outgoing: list[tuple[str, dict[str, Any]]],
+    now: float,
+) -> list[OutboxItem]:
+    if alert is not None:
+        await conn.execute(
+            "insert into monitor_alerts (key, alert_id, active, updated_at, doc) "
+            "values ($1, $2, $3, $4, $5) on conflict (key) do update set active = excluded.active, "
+            "updated_at = excluded.updated_at, doc = excluded.doc",
+            alert.key,
+            alert.alert_id,
+            alert.active,
+            alert.updated_at,
+            json.dumps(alert.doc),
+        )
+    items = []
+    for notifier, payload in outgoing:
+        item_id = await conn.fetchval(
+            "insert into monitor_outbox (notifier, payload, created_at, next_at) "
+            "values ($1, $2, $3, $3) returning id",
+            notifier,
+            json.dumps(payload),
+            now,
+        )
+        items.append(OutboxItem(item_id, notifier, payload, now, now))
+    return items

@@ -1,0 +1,278 @@
+"""The SQLite state store (the default): one file next to the daemon, through aiosqlite."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import stat
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from monitor.store.base import AlertRecord, OutboxItem, StoreError, Write, Writes, reason
+
+if TYPE_CHECKING:
+    import aiosqlite
+
+_SCHEMA = """
+create table if not exists alerts (
+  key text primary key, alert_id text not null, active integer not null,
+  updated_at real not null, doc text not null);
+create index if not exists alerts_active on alerts (active, updated_at);
+create table if not exists outbox (
+  id integer primary key autoincrement, notifier text not null, payload text not null,
+  created_at real not null, next_at real not null, attempts integer not null default 0,
+  last_error text, status text not null default 'pending');
+create index if not exists outbox_pending on outbox (status, id);
+create table if not exists silences (id text primary key, doc text not null);
+create table if not exists probe (id integer primary key, at real not null);
+"""
+
+# SQLite's own words for a file it cannot use, as an operator would put them.
+_SQLITE_PROBLEMS = {
+    "file is not a database": " is not an SQLite database",
+    "database disk image is malformed": " is corrupt (database disk image is malformed)",
+    "attempt to write a readonly database": " is read-only",
+    "database is locked": " is locked by another process",
+    "database or disk is full": ": disk full",
+    "unable to open database file": " cannot be opened",
+}
+_FILE_CHECK_EVERY_S = 1.0  # how stale "the open file is still the one at the path" may be
+
+
+def _path_problem(path: str) -> str | None:
+    """Why `path` cannot hold an SQLite database, found before SQLite gives its vaguer answer
+    (a directory is "unable to open database file"); None when it looks usable. Blocking."""
+    file = Path(path)
+    try:
+        if file.parent.exists() and not file.parent.is_dir():
+            return f"{path}: {file.parent} is not a directory"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        if file.is_dir():
+            return f"{path} is a directory"
+        # The WAL and shared-memory files are made next to the database: the directory too.
+        if (file.exists() and not os.access(file, os.R_OK | os.W_OK)) or not os.access(
+            file.parent, os.W_OK | os.X_OK
+        ):
+            return f"{path}: permission denied"
+    except OSError as exc:
+        return f"{path}: {reason(exc)}"
+    return None
+
+
+def _file_id(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _moved(path: str, opened: tuple[int, int]) -> str | None:
+    """Why the file at `path` is no longer the one opened; None while it is. Blocking."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return f"{path} was removed"
+    except OSError as exc:
+        return f"{path}: {reason(exc)}"
+    if stat.S_ISDIR(st.st_mode):
+        return f"{path} was replaced by a directory"
+    if (st.st_dev, st.st_ino) != opened:
+        return f"{path} was replaced by another file"
+    return None
+
+
+class SqliteStore(Writes):
+    """One file next to the daemon; aiosqlite keeps its I/O off the event loop. A round of writes
+    is committed before `apply` returns: the outbox is written before any send.
+
+    One connection and one lock: a read never runs while a round's transaction is open, so it
+    neither sees nor ends one (a second connection would be another database for `:memory:`).
+
+    SQLite goes on writing to a file that was removed or replaced (the rows are lost with the
+    process), so every operation first checks that the file at the path is the one open; when
+    it is not, the store fails until a `probe` write has reopened the path."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.name = path
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._opened: tuple[int, int] | None = None  # (device, inode) of the file open
+        self._checked_at = 0.0
+        self._broken: str | None = None  # why the store cannot be used until reopened
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("store not open")
+        return self._db
+
+    async def open(self) -> None:
+        import aiosqlite  # only a daemon whose state is SQLite loads it
+
+        in_memory = self.path == ":memory:"
+        if not in_memory and (problem := await asyncio.to_thread(_path_problem, self.path)):
+            raise StoreError(problem)
+        db = await aiosqlite.connect(self.path)
+        try:
+            # WAL + synchronous=NORMAL: a committed row survives a process kill (not a power cut).
+            await db.execute("pragma journal_mode=wal")
+            await db.execute("pragma synchronous=normal")
+            await db.executescript(_SCHEMA)
+            await db.commit()
+            opened = None if in_memory else await asyncio.to_thread(_file_id, self.path)
+        except BaseException as exc:
+            # The connection is a thread that is no daemon: left running, the process never exits.
+            await db.close()
+            message = self.fault(exc) if isinstance(exc, Exception) else None
+            if message is None:
+                raise
+            raise StoreError(message) from exc
+        self._db, self._opened, self._broken = db, opened, None
+        self._checked_at = time.monotonic()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()
+
+    def fault(self, exc: Exception) -> str | None:
+        import sqlite3
+
+        if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError):
+            return None  # a bug in what was asked, not the store failing
+        if not isinstance(exc, sqlite3.DatabaseError | OSError | TimeoutError):
+            return None
+        why = reason(exc)
+        return self.path + _SQLITE_PROBLEMS.get(why, f": {why}")
+
+    async def _checked(self) -> aiosqlite.Connection:
+        """The connection, once the file at the path is known to be the one it has open."""
+        if self._broken is not None:
+            raise StoreError(self._broken)
+        db = self.db
+        if self._opened is not None and time.monotonic() - self._checked_at >= _FILE_CHECK_EVERY_S:
+            problem = await asyncio.to_thread(_moved, self.path, self._opened)
+            self._checked_at = time.monotonic()
+            if problem is not None:
+                self._broken = problem
+                raise StoreError(problem)
+        return db
+
+    async def _reopen(self) -> None:
+        """The file open was removed or replaced: writes from now on go to the path again."""
+        if self._db is not None:
+            with contextlib.suppress(Exception):
+                await self.close()
+        try:
+            await self.open()
+        except StoreError as exc:
+            self._broken = str(exc)
+            raise
+
+    async def ping(self) -> bool:
+        async with self._lock:
+            db = await self._checked()
+            async with db.execute("select count(*) from sqlite_master") as cursor:
+                await cursor.fetchone()  # reads the file, where "select 1" would not
+        return True
+
+    async def apply(self, writes: Sequence[Write]) -> list[Any]:
+        async with self._lock:
+            if self._broken is not None and any(w.operation == "probe" for w in writes):
+                await self._reopen()
+            db = await self._checked()
+            try:
+                results = [await self._run(db, write) for write in writes]
+                await db.commit()
+            except BaseException:
+                with contextlib.suppress(Exception):  # the error that matters is the first one
+                    await db.rollback()
+                raise
+        return results
+
+    async def _run(self, db: aiosqlite.Connection, write: Write) -> Any:
+        args = write.args
+        match write.operation:
+            case "commit":
+                return await _commit(db, *args)
+            case "reschedule":
+                (item,) = args
+                await db.execute(
+                    "update outbox set next_at = ?, attempts = ?, last_error = ? where id = ?",
+                    (item.next_at, item.attempts, item.last_error, item.id),
+                )
+            case "finish":
+                item, status = args
+                # Sent rows are deleted; failed rows stay, with their reason, for people to inspect.
+                if status == "sent":
+                    await db.execute("delete from outbox where id = ?", (item.id,))
+                else:
+                    await db.execute(
+                        "update outbox set status = ?, attempts = ?, last_error = ? where id = ?",
+                        (status, item.attempts, item.last_error, item.id),
+                    )
+            case "save_silence":
+                silence_id, doc = args
+                await db.execute(
+                    "insert into silences (id, doc) values (?, ?) "
+                    "on conflict(id) do update set doc = excluded.doc",
+                    (silence_id, json.dumps(doc)),
+                )
+            case "delete_silence":
+                cursor = await db.execute("delete from silences where id = ?", args)
+                return cursor.rowcount > 0
+            case "probe":
+                await db.execute("insert or replace into probe (id, at) values (1, ?)", (time.time(),))
+        return None
+
+    async def load_alerts(self, active: bool, since: float = 0.0) -> list[dict[str, Any]]:
+        async with self._lock:
+            db = await self._checked()
+            async with db.execute(
+                "select doc from alerts where active = ? and updated_at >= ? order by updated_at",
+                (int(active), since),
+            ) as cursor:
+                return [json.loads(row[0]) for row in await cursor.fetchall()]
+
+    async def pending(self) -> list[OutboxItem]:
+        async with self._lock:
+            db = await self._checked()
+            async with db.execute(
+                "select id, notifier, payload, created_at, next_at, attempts, last_error "
+                "from outbox where status = 'pending' order by id"
+            ) as cursor:
+                rows = await cursor.fetchall()
+        return [OutboxItem(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
+
+    async def load_silences(self) -> list[dict[str, Any]]:
+        async with self._lock:
+            db = await self._checked()
+            async with db.execute("select doc from silences") as cursor:
+                return [json.loads(row[0]) for row in await cursor.fetchall()]
+
+
+async def _commit(
+    db: aiosqlite.Connection,
+    alert: AlertRecord | None,
+    outgoing: list[tuple[str, dict[str, Any]]],
+    now: float,
+) -> list[OutboxItem]:
+    if alert is not None:
+        await db.execute(
+            "insert into alerts (key, alert_id, active, updated_at, doc) values (?, ?, ?, ?, ?) "
+            "on conflict(key) do update set active = excluded.active, "
+            "updated_at = excluded.updated_at, doc = excluded.doc",
+            (alert.key, alert.alert_id, int(alert.active), alert.updated_at, json.dumps(alert.doc)),
+        )
+    items = []
+    for notifier, payload in outgoing:
+        cursor = await db.execute(
+            "insert into outbox (notifier, payload, created_at, next_at) values (?, ?, ?, ?)",
+            (notifier, json.dumps(payload), now, now),
+        )
+        assert cursor.lastrowid is not None
+        items.append(OutboxItem(cursor.lastrowid, notifier, payload, now, now))
+    return items
