@@ -29,7 +29,7 @@ from monitor.once import build_notifiers, new_http_session
 from monitor.runner import run_check
 from monitor.runtime import CheckRuntime, alert_policy, build_runtimes, summary
 from monitor.scheduler import Scheduler
-from monitor.store import StoreError, WatchedStore, make_store
+from monitor.store import StoreError, StoreWriter, WatchedStore, make_store
 from monitor.views import alert_view, silence_view
 
 log = logging.getLogger("monitor.daemon")
@@ -68,7 +68,9 @@ class Daemon:
         self.config_path = config_path
         self.clock = clock or SystemClock()
         self.metrics = Metrics(registry)
-        self.store = WatchedStore(make_store(config.monitor.state), self.metrics.store_failed)
+        # The one writer: checks, the tick, the API and the outbox all write through its queue.
+        watched = WatchedStore(make_store(config.monitor.state), self.metrics.store_failed)
+        self.store = StoreWriter(watched, self.metrics.store_commits.inc)
         self._session = new_http_session()
         self._deps = CheckDeps(http=self._session)
         self.outbox = self._new_outbox(config)
@@ -107,6 +109,7 @@ class Daemon:
 
     async def _start(self) -> None:
         await self.store.open()
+        self.store.start()  # before anything writes: loading the outbox may fail rows already
         await self.outbox.load()
         await self.alerts.load()
         self.outbox.start()
@@ -142,6 +145,7 @@ class Daemon:
         await self._web.cleanup()
         if not self._session.closed:
             await self._session.close()
+        await self.store.stop()  # nothing writes any more: what is queued is written, then closed
         await self.store.close()
         self._started = False
 

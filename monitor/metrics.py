@@ -151,6 +151,11 @@ class Metrics:
         )
         for operation in STORE_OPERATIONS:
             self.store_errors.labels(operation)
+        self.store_commits = Counter(
+            "monitor_store_commits",
+            "State store transactions committed by the writer, each holding every write ready.",
+            registry=r,
+        )
 
     def store_failed(self, operation: str) -> None:
         self.store_errors.labels(operation).inc()
