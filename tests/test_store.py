@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from monitor.store import AlertRecord, MemoryStore, PostgresStore, SqliteStore, Store, StoreError
+from monitor.store import AlertRecord, MemoryStore, PostgresStore, SqliteStore, Store, StoreError, Write
 from tests.fakes.postgres import PostgresCluster
 
 
@@ -69,6 +69,43 @@ async def test_outbox_alerts_silences_survive_reopen(make: Callable[[], Store]) 
         assert await store.pending() == []
         assert await store.delete_silence("s1")
         assert not await store.delete_silence("s1")
+    finally:
+        await store.close()
+
+
+async def test_apply_is_one_transaction_all_or_nothing(make: Callable[[], Store]) -> None:
+    store = make()
+    await store.open()
+    try:
+        [kept] = await store.commit(None, [("oncall", {"event": "firing", "alert_id": "a0"})], 1.0)
+        kept.attempts = 1
+        results = await store.apply(
+            [
+                Write(
+                    "commit",
+                    (AlertRecord("a1:1", "a1", True, 2.0, {"id": "a1"}), [("oncall", {"n": 1})], 2.0),
+                ),
+                Write("save_silence", ("s1", {"id": "s1"})),
+                Write("reschedule", (kept,)),
+                Write("delete_silence", ("s1",)),
+                Write("probe"),
+            ]
+        )
+        assert [type(r) for r in results] == [list, type(None), type(None), bool, type(None)]
+        assert results[3] is True  # the silence saved earlier in the same transaction
+        assert [i.payload for i in results[0]] == [{"n": 1}]
+
+        bad = [("oncall", {"n": 2}), ("oncall", {"n": 3, "at": object()})]  # json cannot encode it
+        with pytest.raises(TypeError):
+            await store.apply(
+                [
+                    Write("save_silence", ("s2", {"id": "s2"})),
+                    Write("commit", (AlertRecord("a2:1", "a2", True, 3.0, {"id": "a2"}), bad, 3.0)),
+                ]
+            )
+        assert await store.load_silences() == []
+        assert await store.load_alerts(active=True) == [{"id": "a1"}]
+        assert [i.payload for i in await store.pending()] == [{"event": "firing", "alert_id": "a0"}, {"n": 1}]
     finally:
         await store.close()
 

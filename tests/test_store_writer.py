@@ -4,13 +4,17 @@ rounds, and a failing store fails a round once, not once per write."""
 from __future__ import annotations
 
 import asyncio
+import textwrap
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import CollectorRegistry
 
+from monitor.config import parse_config
+from monitor.daemon import Daemon
 from monitor.store import (
     AlertRecord,
     MemoryStore,
@@ -271,3 +275,35 @@ async def test_a_write_cancelled_before_its_round_is_not_written() -> None:
 def test_a_write_names_a_store_operation() -> None:
     with pytest.raises(ValueError, match="not a store write: 'load_alerts'"):
         Write("load_alerts")
+
+
+async def test_the_daemon_writes_through_one_writer(tmp_path: Path) -> None:
+    toml = f"""\
+        [monitor]
+        listen = "127.0.0.1:0"
+        state = "sqlite:///{tmp_path / "state.db"}"
+        [[checks]]
+        name = "self"
+        type = "tcp"
+        host = "127.0.0.1"
+        port = 9
+        interval = "1h"
+        """
+    registry = CollectorRegistry()
+    daemon = Daemon(parse_config(textwrap.dedent(toml), {}), registry=registry)
+    assert isinstance(daemon.store, StoreWriter)
+    assert daemon.outbox.store is daemon.store and daemon.alerts.store is daemon.store
+    await daemon.start()
+    try:
+        before = registry.get_sample_value("monitor_store_commits_total") or 0.0
+        await daemon.add_silence(["self"], 0.0, 4.0e9, "")
+        assert registry.get_sample_value("monitor_store_commits_total") == before + 1
+    finally:
+        await daemon.stop()
+
+    reopened = SqliteStore(str(tmp_path / "state.db"))
+    await reopened.open()
+    try:
+        assert [s["checks"] for s in await reopened.load_silences()] == [["self"]]
+    finally:
+        await reopened.close()
