@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from monitor.models import ConfigModel, Duration
+from monitor.plugins import optional_module
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$|^24:00$")
@@ -77,9 +78,7 @@ class MaintenanceConfig(ConfigModel):
     def _cron(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        from croniter import croniter  # only a config with a cron window loads it
-
-        if not croniter.is_valid(value):
+        if not optional_module("croniter").croniter.is_valid(value):
             raise ValueError(f"invalid cron expression {value!r}")
         return value
 

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from alerts.config import BusinessHoursConfig, MaintenanceConfig
 from monitor.models import iso
+from monitor.plugins import optional_module
 
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -110,8 +111,7 @@ def _occurrence(window: MaintenanceConfig, now: float, tz: ZoneInfo) -> tuple[fl
         if now < start:
             return start, False
         return (end, True) if now < end else (math.inf, False)
-    from croniter import croniter  # only configs with a cron window load it (as their validation did)
-
+    croniter = optional_module("croniter").croniter
     # croniter walks wall-clock time in tz (DST-aware): the latest start at or before now, the next after.
     local = datetime.fromtimestamp(now, tz)
     last_start = croniter(window.cron, local + timedelta(microseconds=1)).get_prev(datetime).timestamp()

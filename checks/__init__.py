@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 
 from checks.base import Check, CheckConfig, CheckDeps
-from monitor.plugins import load_types
+from monitor.plugins import TypeRegistry
 
 __all__ = ["BUILTIN", "Check", "CheckConfig", "CheckDeps", "check_types"]
 
@@ -18,6 +18,6 @@ BUILTIN = {
 
 
 @functools.cache
-def check_types() -> dict[str, type[Check]]:
-    """Every known check type by its `type` name."""
-    return load_types(BUILTIN, "monitor.checks")
+def check_types() -> TypeRegistry:
+    """Every known check type by its `type` name; a type's module is imported when looked up."""
+    return TypeRegistry(BUILTIN, "monitor.checks")

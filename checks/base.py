@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 import aiohttp
 from pydantic import Field
 
-from monitor.models import CheckResult, ConfigModel, Duration
+from monitor.models import CheckResult, ConfigModel, Duration, Frozen, freeze
 from monitor.secrets import Secrets, secrets_of
 
 ThresholdOverride = dict[str, Any] | Literal[False]
@@ -43,8 +43,11 @@ class Check(ABC):
     The caller enforces `config.timeout` around `run` (one deadline from DNS to body) and turns
     it into the result `timeout after Ns`; a check only needs to clean up when cancelled.
 
-    The built-in checks declare `__slots__`: no `__dict__` each, at 20,000 checks. A plugin's
-    subclass without `__slots__` gets a `__dict__` as usual, for its own attributes.
+    `config` is the run-time copy of the validated `config_model` (`monitor.models.freeze`): the
+    same fields, read-only. The loader makes it; a model given here is copied.
+
+    The built-in checks declare `__slots__`: a check is kept per configured check, for the
+    daemon's life. A plugin's subclass without `__slots__` gets a `__dict__` as usual.
     """
 
     __slots__ = ("_secrets", "config", "deps")
@@ -52,8 +55,8 @@ class Check(ABC):
     type: ClassVar[str]
     config_model: ClassVar[type[CheckConfig]]
 
-    def __init__(self, config: CheckConfig, deps: CheckDeps) -> None:
-        self.config = config
+    def __init__(self, config: CheckConfig | Frozen, deps: CheckDeps) -> None:
+        self.config: Any = freeze(config)  # typed as its model's fields by each subclass
         self.deps = deps
 
     @property

@@ -20,6 +20,7 @@ from checks.base import Check, CheckConfig, CheckDeps
 from checks.httpclient import BodyTooLarge, HttpClientError, PreparedRequest, Response
 from checks.tcp import describe_connect_error, host_port
 from monitor.models import MASK, ByteSize, CheckResult, MaskedUrl, Secret, mask_url
+from monitor.plugins import optional_module
 
 __all__ = [
     "HttpCheck",
@@ -186,9 +187,7 @@ def _utcnow() -> datetime:
 
 def _tls_days_left(cert_der: bytes) -> float | None:
     """Whole days until the certificate's notAfter (5 days minus a minute -> 4)."""
-    # Imported here: cryptography costs memory at import, and only https checks need it.
-    from cryptography import x509
-
+    x509 = optional_module("cryptography.x509")
     try:
         not_after = x509.load_der_x509_certificate(cert_der).not_valid_after_utc
     except ValueError:
@@ -293,6 +292,7 @@ class HttpCheck(Check):
 
     def __init__(self, config: HttpCheckConfig, deps: CheckDeps) -> None:
         super().__init__(config, deps)
+        config = self.config
         self._body_re = re.compile(config.expect_body) if config.expect_body is not None else None
         self._wants_json = config.expect_json is not None or bool(config.metrics)
         self._request = PreparedRequest(

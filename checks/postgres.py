@@ -6,7 +6,6 @@ import contextlib
 import datetime as dt
 import decimal
 import errno
-import functools
 import getpass
 import math
 import os
@@ -14,16 +13,14 @@ import re
 import socket
 import ssl
 import time
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import asyncpg
 from pydantic import Field, SecretStr, field_validator
 
 from checks.base import Check, CheckConfig, CheckDeps
-from monitor.models import CheckResult, ConfigModel, Duration, Secret
-
-if TYPE_CHECKING:
-    import asyncpg
+from monitor.models import CheckResult, ConfigModel, Duration, Frozen, Secret, frozen_type
 
 __all__ = ["BUILTIN_METRICS", "PostgresCheck", "PostgresCheckConfig", "QueryConfig"]
 
@@ -58,22 +55,17 @@ _MIN_CONNECT_TIMEOUT_S = 60.0
 _CLOSE_TIMEOUT_S = 1.0
 _MAX_REASON_CHARS = 300
 
-
-@functools.cache
-def _target_errors() -> tuple[type[BaseException], ...]:
-    """What a failing or misconfigured target makes asyncpg raise: a result, not a bug. Anything else
-    propagates to the runner, which reports it as an internal error. InternalClientError covers a
-    peer that does not speak PostgreSQL (ProtocolError) and target_session_attrs mismatches."""
-    import asyncpg  # not at module level: the config model above must not need it
-
-    return (
-        asyncpg.PostgresError,
-        asyncpg.InterfaceError,
-        asyncpg.exceptions.InternalClientError,
-        OSError,
-        ValueError,
-        TimeoutError,
-    )
+# What a failing or misconfigured target makes asyncpg raise: a result, not a bug. Anything else
+# propagates to the runner, which reports it as an internal error. InternalClientError covers a
+# peer that does not speak PostgreSQL (ProtocolError) and target_session_attrs mismatches.
+_TARGET_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+    ValueError,
+    TimeoutError,
+)
 
 
 # One statement, one pass over pg_stat_activity. Sessions of other roles show a NULL state to a
@@ -156,24 +148,18 @@ class PostgresCheck(Check):
     config_model: ClassVar[type[CheckConfig]] = PostgresCheckConfig
     config: PostgresCheckConfig
 
-    def __init__(self, config: CheckConfig, deps: CheckDeps) -> None:
-        if not isinstance(config, PostgresCheckConfig):
-            raise TypeError(f"PostgresCheck needs a PostgresCheckConfig, not {type(config).__name__}")
+    def __init__(self, config: CheckConfig | Frozen, deps: CheckDeps) -> None:
         super().__init__(config, deps)
-        # Loaded when a postgres check is built (~3.5 MB resident, so only configs with one pay),
-        # not in the first run, where the import would count against the run's deadline.
-        _target_errors()
-        self._dsn = config.dsn.get_secret_value()
+        if not isinstance(self.config, frozen_type(PostgresCheckConfig)):
+            raise TypeError(f"PostgresCheck needs a PostgresCheckConfig, not {type(config).__name__}")
+        self._dsn = self.config.dsn.get_secret_value()
         self._database = database_name(self._dsn)
 
     def target(self) -> str:
         return self._database
 
     async def run(self) -> CheckResult:
-        import asyncpg  # loaded by __init__ already: a sys.modules lookup
-
         started = time.perf_counter()
-        target_errors = _target_errors()
 
         def elapsed_ms() -> float:
             return (time.perf_counter() - started) * 1000
@@ -187,13 +173,13 @@ class PostgresCheck(Check):
                 statement_cache_size=0,
                 server_settings={"application_name": "monitor"},
             )
-        except target_errors as exc:
+        except _TARGET_ERRORS as exc:
             # Server and driver messages may quote the DSN: masked here too, for callers of run().
             return CheckResult.failure(self.secrets.redact(_connect_reason(exc)), elapsed_ms())
         try:
             try:
                 await conn.execute("select 1")  # simple protocol: one round trip
-            except target_errors as exc:
+            except _TARGET_ERRORS as exc:
                 return CheckResult.failure(self.secrets.redact(f"select 1: {_short(exc)}"), elapsed_ms())
             samples, reasons = await self._measure(conn)
             if reasons:
@@ -209,10 +195,9 @@ class PostgresCheck(Check):
         """Built-in samples, then each custom query; a failing query costs its metric only."""
         samples: dict[str, float] = {}
         reasons: list[str] = []
-        target_errors = _target_errors()
         try:
             row = await conn.fetchrow(_BUILTIN_SQL, self.config.long_query_after)
-        except target_errors as exc:
+        except _TARGET_ERRORS as exc:
             reasons.append(f"built-in metrics: {_short(exc)}")
             if conn.is_closed():  # the connection died: every custom query would fail too
                 return samples, reasons
@@ -221,7 +206,7 @@ class PostgresCheck(Check):
         for query in self.config.queries:
             try:
                 row = await conn.fetchrow(query.sql)
-            except target_errors as exc:
+            except _TARGET_ERRORS as exc:
                 reasons.append(f"query {query.metric}: {_short(exc)}")
                 if conn.is_closed():
                     break
@@ -308,8 +293,6 @@ _ERRNO = re.compile(r"\[Errno (\d+)\]")
 
 def _connect_reason(exc: Exception) -> str:
     """One line a person on call understands; never the DSN (the caller redacts it anyway)."""
-    import asyncpg  # already loaded by the connect that failed
-
     if isinstance(exc, asyncpg.PostgresError):  # authentication, unknown database, too many clients
         return _short(exc)
     if isinstance(exc, ValueError):  # asyncpg parses the DSN only when connecting

@@ -9,9 +9,11 @@ import ssl
 import time
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import SecretStr, field_validator
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from checks.base import Check, CheckConfig, CheckDeps
 from checks.http import (
@@ -24,9 +26,6 @@ from checks.http import (
 )
 from checks.tcp import describe_connect_error
 from monitor.models import CheckResult, MaskedUrl, Secret
-
-if TYPE_CHECKING:
-    from websockets.asyncio.client import ClientConnection
 
 __all__ = ["WebSocketCheck", "WebSocketCheckConfig"]
 
@@ -108,11 +107,8 @@ class WebSocketCheck(Check):
     config: WebSocketCheckConfig
 
     def __init__(self, config: WebSocketCheckConfig, deps: CheckDeps) -> None:
-        # Loaded when a websocket check is built, so configs without one do not pay for it; not
-        # in the first run, where the import would count against the run's deadline.
-        import websockets.asyncio.client  # noqa: F401
-
         super().__init__(config, deps)
+        config = self.config
         self._expect = re.compile(config.expect) if config.expect is not None else None
         options = _shared_options(config.tls_verify if config.url.lower().startswith("wss:") else None)
         if config.headers:
@@ -124,10 +120,6 @@ class WebSocketCheck(Check):
         return url_target(self.config.url)
 
     async def run(self) -> CheckResult:
-        # Not at module level: the config model above must not need websockets (loaded by __init__).
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
-
         started = time.perf_counter()
         try:
             connection = await connect(self.config.url, **self._options)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +31,32 @@ from alerts.notifiers import notifier_config_models
 from alerts.notifiers.base import NotifierConfig
 from alerts.windows import one_off_bounds
 from checks import CheckConfig, check_types
-from monitor.models import ConfigModel, Duration, MaskedUrl, Secret, format_duration, parse_duration
+from monitor.interpolation import interpolate
+from monitor.keypaths import key_path, render_errors
+from monitor.models import (
+    ConfigModel,
+    Duration,
+    Frozen,
+    MaskedUrl,
+    Secret,
+    format_duration,
+    freeze,
+    parse_duration,
+)
+from monitor.plugins import ConfigModels
+from monitor.thresholds import ThresholdRow, ThresholdRowConfig, ThresholdTables, resolve_tables
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "MonitorError",
+    "ThresholdRow",
+    "ThresholdRowConfig",
+    "config_schema",
+    "dependency_order",
+    "load_config",
+    "parse_config",
+]
 
 
 class MonitorError(Exception):
@@ -100,17 +123,6 @@ class MonitorSection(ConfigModel):
         return host.strip("[]"), int(port)
 
 
-class ThresholdRowConfig(ConfigModel):
-    """One row of the threshold table as written; unset keys are taken from the row below it."""
-
-    warning: float | None = None
-    critical: float | None = None
-    direction: Literal["above", "below"] | None = None
-    window: Duration | None = None
-    trigger_after: int | None = Field(default=None, ge=1)
-    resolve_after: int | None = Field(default=None, ge=1)
-
-
 class ClusterConfig(ConfigModel):
     mode: Literal["single", "ha"] = "single"
     failover: Duration = Field(default=15.0, gt=0)
@@ -124,51 +136,26 @@ class ClusterConfig(ConfigModel):
         return self
 
 
-@dataclass(frozen=True, slots=True)
-class ThresholdRow:
-    """A resolved row: what `metric` is compared with, and how often before it changes state."""
-
-    metric: str
-    warning: float | None
-    critical: float | None
-    direction: Literal["above", "below"] = "above"
-    window_s: float = 300.0
-    trigger_after: int = 1
-    resolve_after: int = 1
-
-    def breaches(self, value: float, threshold: float) -> bool:
-        return value < threshold if self.direction == "below" else value > threshold
-
-
-# Present even when [thresholds] is absent (SPEC section 3).
-BUILTIN_ROWS: dict[str, dict[str, Any]] = {
-    "up": {"critical": 1, "direction": "below", "trigger_after": 2},
-    "tls_days_left": {"warning": 14, "critical": 3, "direction": "below"},
-    "connections_pct": {"warning": 80, "critical": 95},
-}
-
-
 class Config(ConfigModel):
     """The whole monitor.toml, validated. Build it with `load_config` / `parse_config`."""
 
     monitor: MonitorSection = MonitorSection()
     business_hours: BusinessHoursConfig = BusinessHoursConfig()
     thresholds: dict[str, ThresholdRowConfig] = {}
-    checks: list[SerializeAsAny[CheckConfig]] = []
+    checks: tuple[Frozen, ...] = ()  # each check's run-time config (models.freeze), in file order
     notifiers: dict[str, SerializeAsAny[NotifierConfig]] = {}
     routes: list[RouteConfig] = []
     maintenance: list[MaintenanceConfig] = []
     alerts: AlertsConfig = AlertsConfig()
     cluster: ClusterConfig = ClusterConfig()
 
-    _rows: dict[str, dict[str, ThresholdRow]] = PrivateAttr(default_factory=dict)  # checks with overrides
-    _shared_rows: dict[str, ThresholdRow] = PrivateAttr(default_factory=dict)  # every other check's
+    _tables: ThresholdTables = PrivateAttr(default_factory=ThresholdTables)
 
     def rows_for(self, check: str) -> dict[str, ThresholdRow]:
         """The threshold rows of one check after built-in, global and per-check merging."""
-        return self._rows.get(check, self._shared_rows)
+        return self._tables.rows_for(check)
 
-    def check(self, name: str) -> CheckConfig:
+    def check(self, name: str) -> Frozen:
         """One check's config (a scan: callers that need many build their own index)."""
         for check in self.checks:
             if check.name == name:
@@ -177,116 +164,6 @@ class Config(ConfigModel):
 
 
 # ---------------------------------------------------------------- loading
-
-
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def _path(parts: tuple[Any, ...]) -> str:
-    out = ""
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _interpolate(value: Any, env: Mapping[str, str], where: tuple[Any, ...], errors: dict[str, str]) -> Any:
-    """Replace `${VAR}` / `${VAR:-default}` in every string; a missing VAR is an error at its key.
-
-    Copy on change: `value` itself comes back when nothing in it changed, and it is never mutated.
-    """
-    if isinstance(value, str):
-        if "${" not in value:
-            return value
-
-        def sub(m: re.Match[str]) -> str:
-            name, default = m.group(1), m.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
-            errors[_path(where)] = f"environment variable {name} is not set"
-            return ""
-
-        return _VAR.sub(sub, value)
-    if isinstance(value, dict | list):
-        copied: Any = None
-        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
-            new = _interpolate(item, env, (*where, key), errors)
-            if new is not item:
-                if copied is None:
-                    copied = value.copy()
-                copied[key] = new
-        return value if copied is None else copied
-    return value
-
-
-def _plain_key(value: Any) -> Hashable | None:
-    """A key equal only for equal plain values of the same types (and key order); None for others.
-
-    Plain: str, int, float, bool, None, and lists and dicts of plain values. Anything else (a
-    SecretStr above all: two different secrets look alike) makes the whole value unshareable.
-    """
-    kind = type(value)
-    if kind is str:
-        return value
-    if value is None or kind is int or kind is bool:
-        return (kind, value)
-    if kind is float:
-        return None if value != value else (kind, value.hex())  # NaN equals nothing; hex() keeps -0.0 apart
-    if kind is list:
-        parts = [_plain_key(v) for v in value]
-    elif kind is dict:
-        parts = [_plain_key(part) for item in value.items() for part in item]
-    else:
-        return None
-    return None if None in parts else (kind, *parts)
-
-
-def _share_values(model: ConfigModel, shared: dict[Hashable, Any]) -> None:
-    """Replace each plain field value of `model` by the equal object first seen in `shared`, a
-    copy that holds nothing of the TOML tree."""
-    # Safe because config models are frozen and nothing mutates a loaded config.
-    fields = model.__dict__
-    for name, value in fields.items():
-        key = _plain_key(value)
-        if key is not None:
-            found = shared.get(key)
-            if found is None:
-                found = shared[key] = _detached(value)
-            fields[name] = found
-
-
-def _detached(value: Any) -> Any:
-    """An equal copy of a plain value, strings included."""
-    if type(value) is str:
-        return value.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass")
-    if type(value) is list:
-        return [_detached(v) for v in value]
-    if type(value) is dict:
-        return {_detached(k): _detached(v) for k, v in value.items()}
-    return value
-
-
-_MESSAGES = {
-    "extra_forbidden": "unknown key",
-    "missing": "required key missing",
-    "url_parsing": "invalid URL",
-}
-
-
-def _render(exc: ValidationError, prefix: tuple[Any, ...]) -> dict[str, str]:
-    """SPEC-style `checks[2].url: message` lines; input values are never echoed (secrets)."""
-    out: dict[str, str] = {}
-    for err in exc.errors(include_input=False, include_url=False):
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        msg = _MESSAGES.get(err["type"]) or err["msg"].removeprefix("Value error, ")
-        if err["type"] == "greater_than":
-            msg = f"must be greater than {err['ctx']['gt']:g}"
-        out.setdefault(_path((*prefix, *loc)), msg)
-    return out
 
 
 def _validate_typed(
@@ -298,21 +175,21 @@ def _validate_typed(
 ) -> ConfigModel | None:
     """Two-step validation of a table selected by `type`, keeping the error path rooted at `where`."""
     if not isinstance(raw, dict):
-        errors[_path(where)] = "expected a table"
+        errors[key_path(where)] = "expected a table"
         return None
     type_name = raw.get("type")
     if type_name is None:
-        errors[_path((*where, "type"))] = "required key missing"
+        errors[key_path((*where, "type"))] = "required key missing"
         return None
     model = models.get(type_name) if isinstance(type_name, str) else None
     if model is None:
         known = ", ".join(sorted(models))
-        errors[_path((*where, "type"))] = f"unknown {kind} type {type_name!r} (known: {known})"
+        errors[key_path((*where, "type"))] = f"unknown {kind} type {type_name!r} (known: {known})"
         return None
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        errors.update(_render(exc, where))
+        errors.update(render_errors(exc, where))
         return None
 
 
@@ -325,7 +202,7 @@ def parse_config(text: str, env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError([f"TOML syntax: {exc}"]) from None
 
     errors: dict[str, str] = {}
-    data = _interpolate(data, env, (), errors)
+    data = interpolate(data, env, (), errors)
     env_errors = dict(errors)
 
     monitor_raw = data.get("monitor", {})
@@ -342,19 +219,14 @@ def parse_config(text: str, env: Mapping[str, str] | None = None) -> Config:
 
     checks_raw = data.pop("checks", [])
     notifiers_raw = data.pop("notifiers", {})
-    checks: list[CheckConfig] = []
+    checks: list[Frozen] = []
     if not isinstance(checks_raw, list):
         errors["checks"] = "expected an array of tables ([[checks]])"
         checks_raw = []
-    check_models = {t: c.config_model for t, c in check_types().items()}
-    # Equal values of different checks become one object: local, so a reload frees the old ones.
-    shared: dict[Hashable, Any] = {}
+    check_models = ConfigModels(check_types())
+    shared: dict[Hashable, Any] = {}  # models.freeze's, for this load only: a reload frees the old values
     raw_names: list[Any] = []  # each table's name as written, for the duplicate-name errors
-    for i in range(len(checks_raw)):
-        # The TOML tree stays whole until it goes at once: what the models keep of it is copied
-        # (`_share_values`), so its memory is returned to the system with it instead of staying
-        # as holes around kept strings (18 MB at 20,000 checks).
-        raw = checks_raw[i]
+    for i, raw in enumerate(checks_raw):
         raw_names.append(raw.get("name") if isinstance(raw, dict) else None)
         inherited: tuple[str, ...] = ()
         if isinstance(raw, dict):
@@ -371,8 +243,7 @@ def parse_config(text: str, env: Mapping[str, str] | None = None) -> Config:
         if check is not None:
             if not bad_defaults.intersection(inherited) and (err := _timeout_error(check, inherited)):
                 errors[f"checks[{i}].timeout"] = err
-            _share_values(check, shared)
-            checks.append(check)  # type: ignore[arg-type]
+            checks.append(freeze(check, shared))  # the validated model is not kept
 
     notifiers: dict[str, NotifierConfig] = {}
     if not isinstance(notifiers_raw, dict):
@@ -388,7 +259,7 @@ def parse_config(text: str, env: Mapping[str, str] | None = None) -> Config:
     try:
         config = Config.model_validate({**data, "checks": checks, "notifiers": notifiers})
     except ValidationError as exc:
-        errors.update(_render(exc, ()))
+        errors.update(render_errors(exc, ()))
 
     if config is not None:
         errors.update(_window_order(config))
@@ -457,7 +328,7 @@ def _cross_check_names(raw_names: list[Any]) -> dict[str, str]:
 
 
 def _cross_check(config: Config, raw_names: list[Any], notifiers_raw: dict[str, Any]) -> dict[str, str]:
-    """References between tables, and the merged threshold table of each check."""
+    """References between tables, and the merged threshold table of each check (monitor.thresholds)."""
     errors = _cross_check_names(raw_names)
     names = {c.name for c in config.checks}
     for i, check in enumerate(config.checks):
@@ -481,46 +352,8 @@ def _cross_check(config: Config, raw_names: list[Any], notifiers_raw: dict[str, 
         if route.when == "business_hours" and not config.business_hours.days:
             errors[f"routes[{i}].when"] = "business_hours has no days"
 
-    global_rows: dict[str, dict[str, Any]] = {k: dict(v) for k, v in BUILTIN_ROWS.items()}
-    for metric, row in config.thresholds.items():
-        given = row.model_dump(exclude_none=True)
-        global_rows[metric] = {**global_rows.get(metric, {}), **given}
-        if err := _row_error(global_rows[metric]):
-            errors[f"thresholds.{metric}"] = err
-
-    rows: dict[str, dict[str, ThresholdRow]] = {}
-    resolved: dict[ThresholdRow, ThresholdRow] = {}  # equal rows shared: 5 rows x 20,000 checks is 9 MB
-
-    def table(merged: dict[str, dict[str, Any]]) -> dict[str, ThresholdRow]:
-        return {
-            metric: resolved.setdefault(row, row)
-            for metric, spec in merged.items()
-            if _row_error(spec) is None
-            for row in (_resolve_row(metric, spec),)
-        }
-
-    config._shared_rows = table(global_rows)  # one object for every check without overrides (read-only)
-    for i, check in enumerate(config.checks):
-        if not check.thresholds:
-            continue
-        merged = dict(global_rows)
-        for metric, override in check.thresholds.items():
-            where = f"checks[{i}].thresholds.{metric}"
-            if override is False:
-                if metric not in merged:
-                    errors[where] = f'no threshold row "{metric}" to remove'
-                merged.pop(metric, None)
-                continue
-            try:
-                given = ThresholdRowConfig.model_validate(override).model_dump(exclude_none=True)
-            except ValidationError as exc:
-                errors.update(_render(exc, ("checks", i, "thresholds", metric)))
-                continue
-            merged[metric] = {**merged.get(metric, {}), **given}
-            if err := _row_error(merged[metric]):
-                errors[where] = err
-        rows[check.name] = table(merged)
-    config._rows = rows
+    config._tables, row_errors = resolve_tables(config.thresholds, config.checks)
+    errors.update(row_errors)
     return errors
 
 
@@ -536,31 +369,6 @@ def _window_order(config: Config) -> dict[str, str]:
                 shown_end, shown_start = (datetime.fromtimestamp(t, tz).isoformat() for t in (end, start))
                 errors[f"maintenance[{i}].end"] = f"{shown_end} is not after start {shown_start}"
     return errors
-
-
-def _row_error(spec: dict[str, Any]) -> str | None:
-    warning, critical = spec.get("warning"), spec.get("critical")
-    if warning is None and critical is None:
-        return "a threshold row needs warning, critical or both"
-    if warning is not None and critical is not None:
-        below = spec.get("direction") == "below"
-        if below and not warning > critical:
-            return f"with direction below, warning ({warning:g}) must be higher than critical ({critical:g})"
-        if not below and not warning < critical:
-            return f"with direction above, warning ({warning:g}) must be lower than critical ({critical:g})"
-    return None
-
-
-def _resolve_row(metric: str, spec: dict[str, Any]) -> ThresholdRow:
-    return ThresholdRow(
-        metric=metric,
-        warning=spec.get("warning"),
-        critical=spec.get("critical"),
-        direction=spec.get("direction") or "above",
-        window_s=spec.get("window") or 300.0,
-        trigger_after=spec.get("trigger_after") or 1,
-        resolve_after=spec.get("resolve_after") or 1,
-    )
 
 
 def _dependency_cycle(config: Config) -> list[str] | None:

@@ -1,16 +1,30 @@
-"""Value types shared by every layer: check results, states, config field types. No I/O."""
+"""Value types shared by every layer: results, states, config field types, run-time configs. No I/O."""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import functools
 import math
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, SecretStr
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    PlainSerializer,
+    SecretStr,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 MASK = "***"
 
@@ -186,35 +200,135 @@ Secret = Annotated[SecretStr, PlainSerializer(lambda _: MASK, return_type=str)]
 """A secret: `get_secret_value()` gives it to the code that needs it; every dump shows `***`."""
 
 
-_FIELD_SETS: dict[frozenset[str], set[str]] = {}
-# Per model class, a plain class whose instances' attribute dicts share one key table.
-_KEY_SHARING: dict[type, type] = {}
-
-
-def _key_sharing_dict(model: type, values: dict[str, Any]) -> dict[str, Any]:
-    """An equal dict that shares its key table with every other of the same model class.
-
-    CPython keeps a plain object's attributes as values against its class's key table; the dict
-    made from such an object keeps that split form: 0.3 KB where pydantic's own dict of 17
-    fields is 0.5 KB. Any CPython that does not split is merely not smaller.
-    """
-    holder_type = _KEY_SHARING.get(model)
-    if holder_type is None:
-        holder_type = _KEY_SHARING[model] = type(f"{model.__name__}Fields", (), {"__module__": __name__})
-    holder = holder_type()
-    for key, value in values.items():
-        setattr(holder, key, value)
-    return holder.__dict__
-
-
 class ConfigModel(BaseModel):
     """Base of every config table: unknown keys are errors, values are frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
-    def model_post_init(self, context: Any, /) -> None:
-        # Frozen models never change their set of given keys: equal sets are shared, which saves
-        # ~0.7 KB per check (15 MB at 20,000 checks).
-        given = self.__pydantic_fields_set__
-        object.__setattr__(self, "__pydantic_fields_set__", _FIELD_SETS.setdefault(frozenset(given), given))
-        object.__setattr__(self, "__dict__", _key_sharing_dict(type(self), self.__dict__))
+
+# ---------------------------------------------------------------- run-time configs
+
+
+class Frozen:
+    """Base of a config model's run-time copy: the model's fields as read-only slots, no pydantic.
+
+    `freeze(model)` makes it once a table is validated; `frozen_type(Model)` is its class, one per
+    model class, built-in or a plugin's. Equal copies compare equal (a reload keeps a check whose
+    config did not change). Only fields come along, and a model's properties: not its validators.
+    """
+
+    __slots__ = ()
+    _model: ClassVar[type[BaseModel]]  # what the copy was made from: its dump and schema
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        # A config field holding copies (`Config.checks`) takes them as they are and dumps each as
+        # its model would, secrets and URL credentials masked.
+        return core_schema.is_instance_schema(
+            cls, serialization=core_schema.plain_serializer_function_ser_schema(thaw)
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"type": "object"}  # the config schema lists each type's own model instead
+
+
+@functools.cache
+def frozen_type(model: type[BaseModel]) -> type[Frozen]:
+    """The frozen slotted dataclass with the fields of `model`; a field the model's repr leaves out
+    (a URL that may carry credentials) is left out of this repr too."""
+    fields = [
+        (name, info.annotation, dataclasses.field(repr=info.repr))
+        for name, info in model.model_fields.items()
+    ]
+    namespace: dict[str, Any] = {"_model": model}
+    for cls in reversed(model.__mro__):
+        if issubclass(cls, ConfigModel) and cls is not ConfigModel:
+            namespace.update((k, v) for k, v in vars(cls).items() if isinstance(v, property))
+    kind = dataclasses.make_dataclass(
+        model.__name__, fields, bases=(Frozen,), namespace=namespace, frozen=True, slots=True
+    )
+    kind.__module__, kind.__qualname__ = model.__module__, model.__qualname__
+    return kind
+
+
+def freeze(model: BaseModel | Frozen, shared: dict[Hashable, Any] | None = None) -> Frozen:
+    """The run-time copy of a validated model, nested models copied too (a copy comes back as is).
+
+    With `shared` (one dict per config load), equal plain values are one object across checks,
+    copied out of the TOML tree so that the tree is freed whole: see `_shared`.
+    """
+    if isinstance(model, Frozen):
+        return model
+    values = (_frozen(getattr(model, name), shared) for name in type(model).model_fields)
+    return frozen_type(type(model))(*values)
+
+
+def _frozen(value: Any, shared: dict[Hashable, Any] | None) -> Any:
+    if isinstance(value, BaseModel):
+        return freeze(value, shared)
+    if shared is not None and (key := _plain_key(value)) is not None:
+        return _shared(value, key, shared)
+    if type(value) is list or type(value) is tuple:
+        return type(value)(_frozen(item, shared) for item in value)
+    if type(value) is dict:
+        return {_frozen(k, shared): _frozen(v, shared) for k, v in value.items()}
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """The model a run-time copy was made from, nested copies included (for dumps)."""
+    if isinstance(value, Frozen):
+        model = type(value)._model
+        return model.model_construct(**{name: thaw(getattr(value, name)) for name in model.model_fields})
+    if type(value) is list or type(value) is tuple:
+        return type(value)(thaw(item) for item in value)
+    if type(value) is dict:
+        return {k: thaw(v) for k, v in value.items()}
+    return value
+
+
+# Why: at thousands of checks most values repeat (type, URL, intervals, empty tables), and a string
+# kept from the TOML tree would pin the tree's memory after it is freed.
+def _shared(value: Any, key: Hashable, shared: dict[Hashable, Any]) -> Any:
+    """The object for `value` first seen in `shared`: an equal copy holding nothing of the tree.
+    Safe because nothing mutates a loaded config."""
+    found = shared.get(key)
+    if found is None:
+        found = shared[key] = _copied(value)
+    return found
+
+
+def _plain_key(value: Any) -> Hashable | None:
+    """A key equal only for equal plain values of the same types (and key order); None for others.
+
+    Plain: str, int, float, bool, None, and lists and dicts of plain values. Anything else (a
+    SecretStr above all: two different secrets look alike) makes the whole value unshareable.
+    """
+    kind = type(value)
+    if kind is str:
+        return value
+    if value is None or kind is int or kind is bool:
+        return (kind, value)
+    if kind is float:
+        return None if value != value else (kind, value.hex())  # NaN equals nothing; hex() keeps -0.0 apart
+    if kind is list:
+        parts = [_plain_key(v) for v in value]
+    elif kind is dict:
+        parts = [_plain_key(part) for item in value.items() for part in item]
+    else:
+        return None
+    return None if None in parts else (kind, *parts)
+
+
+def _copied(value: Any) -> Any:
+    """An equal copy of a plain value, strings included."""
+    if type(value) is str:
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass")
+    if type(value) is list:
+        return [_copied(v) for v in value]
+    if type(value) is dict:
+        return {_copied(k): _copied(v) for k, v in value.items()}
+    return value

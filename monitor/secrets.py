@@ -15,6 +15,7 @@ never secrets.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import re
@@ -24,7 +25,7 @@ from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, ur
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 
-from monitor.models import MASK
+from monitor.models import MASK, Frozen
 
 __all__ = [
     "MIN_SECRET_LEN",
@@ -117,9 +118,10 @@ def url_secrets(value: str, *, path: bool = False) -> set[str]:
     return found
 
 
-def secret_values(config: BaseModel) -> frozenset[str]:
-    """Every secret value a config model holds, found from its fields, whatever its type (a
-    built-in check or notifier, or a plugin's model): see the module docstring."""
+def secret_values(config: BaseModel | Frozen) -> frozenset[str]:
+    """Every secret value a config holds, found from its fields, whatever its type (a built-in
+    check or notifier, or a plugin's model; the model or its run-time copy): see the module
+    docstring."""
     found: set[str] = set()
 
     def secret(value: str) -> None:
@@ -139,6 +141,9 @@ def secret_values(config: BaseModel) -> frozenset[str]:
         elif isinstance(value, BaseModel):
             for name in type(value).model_fields:
                 walk(getattr(value, name), in_headers or name == "headers")
+        elif isinstance(value, Frozen):
+            for item in dataclasses.fields(value):
+                walk(getattr(value, item.name), in_headers or item.name == "headers")
         elif isinstance(value, dict):
             for item in value.values():
                 walk(item, in_headers)
@@ -217,8 +222,8 @@ class Secrets:
 NO_SECRETS = Secrets()
 
 
-def secrets_of(config: BaseModel) -> Secrets:
-    """The prepared secrets of one config model (`NO_SECRETS`, shared, when it has none)."""
+def secrets_of(config: BaseModel | Frozen) -> Secrets:
+    """The prepared secrets of one config (`NO_SECRETS`, shared, when it has none)."""
     values = secret_values(config)
     return Secrets(values) if values else NO_SECRETS
 

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import gc
 import json
 import subprocess
 import sys
 import textwrap
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
+from pydantic import BaseModel
 
+from checks import CheckConfig
+from checks.http import HttpCheckConfig
+from checks.postgres import PostgresCheckConfig
 from monitor.cli import main
-from monitor.config import ConfigError, _interpolate, config_schema, parse_config
-from monitor.models import mask_url
+from monitor.config import ConfigError, config_schema, parse_config
+from monitor.interpolation import interpolate
+from monitor.models import Frozen, freeze, frozen_type, mask_url, thaw
 
 DATA = Path(__file__).parent / "data"
 SPEC_ENV = {
@@ -506,11 +513,11 @@ def test_interpolate_copies_only_what_changes() -> None:
     raw = {"a": {"b": ["x", "${V}", {"c": "${W:-w}"}]}, "same": {"d": ["y", 1]}, "n": 3}
     before = copy.deepcopy(raw)
     errors: dict[str, str] = {}
-    out = _interpolate(raw, {"V": "v"}, (), errors)
+    out = interpolate(raw, {"V": "v"}, (), errors)
     assert out == {"a": {"b": ["x", "v", {"c": "w"}]}, "same": {"d": ["y", 1]}, "n": 3}
     assert raw == before and errors == {}
     assert out is not raw and out["same"] is raw["same"] and out["a"]["b"][0] is raw["a"]["b"][0]
-    assert _interpolate(raw["same"], {}, (), errors) is raw["same"]
+    assert interpolate(raw["same"], {}, (), errors) is raw["same"]
 
 
 def test_monitor_defaults_fill_checks_without_their_own() -> None:
@@ -568,6 +575,87 @@ def test_loaded_checks_keep_no_string_of_the_toml_tree(monkeypatch: pytest.Monke
     )
 
     tree_ids = {id(s) for s in tree_strings}
-    kept = [s for check in config.checks for s in strings(dict(check.__dict__))]
+    kept = [
+        s
+        for check in config.checks
+        for f in dataclasses.fields(check)
+        for s in strings(getattr(check, f.name))
+    ]
     assert "collab.internal" in kept and "payments" in kept and "backend-api" in kept
     assert all(len(s) < 2 or id(s) not in tree_ids for s in kept)  # 0-1 char strings are singletons
+
+
+# ---------------------------------------------------------------- run-time check configs
+
+
+def _instances(cls: type) -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o) is cls)
+
+
+def test_a_check_config_is_a_frozen_slotted_copy_and_the_model_is_let_go() -> None:
+    before = _instances(HttpCheckConfig)
+    config = parse_config(http_check("a", 'headers = { Authorization = "Bearer t0ken-value" }\n'), {})
+    (check,) = config.checks
+    assert isinstance(check, Frozen) and dataclasses.is_dataclass(check) and not isinstance(check, BaseModel)
+    assert type(check) is frozen_type(HttpCheckConfig) and type(check).__name__ == "HttpCheckConfig"
+    assert not hasattr(check, "__dict__")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        check.url = "http://elsewhere/"  # type: ignore[misc]
+    assert [f.name for f in dataclasses.fields(check)] == list(HttpCheckConfig.model_fields)
+    assert check.headers["Authorization"].get_secret_value() == "Bearer t0ken-value"  # type: ignore[attr-defined]
+    assert "t0ken-value" not in repr(check)
+    assert _instances(HttpCheckConfig) == before  # no validated model is kept
+
+
+def test_equal_configs_compare_equal_for_a_reload() -> None:
+    text = http_check("a", 'labels = { team = "core" }\n')
+    first, second = parse_config(text, {}).checks[0], parse_config(text, {}).checks[0]
+    assert first == second and first is not second
+    changed = parse_config(text.replace('"core"', '"edge"'), {}).checks[0]
+    assert changed != first
+
+
+def test_nested_models_are_copied_too() -> None:
+    table = {
+        "name": "db",
+        "type": "postgres",
+        "dsn": "postgresql://u:pw@h/db",
+        "queries": [{"metric": "m", "sql": "select 1"}],
+    }
+    frozen = freeze(PostgresCheckConfig.model_validate(table))
+    (query,) = frozen.queries  # type: ignore[attr-defined]
+    assert isinstance(query, Frozen) and (query.metric, query.sql) == ("m", "select 1")
+    assert freeze(frozen) is frozen
+    assert thaw(frozen) == PostgresCheckConfig.model_validate(table)
+
+
+def test_a_plugin_model_gets_its_copy_with_its_properties() -> None:
+    class GaugeConfig(CheckConfig):
+        type: Literal["gauge"]
+        low: float = 0.0
+        high: float = 1.0
+
+        @property
+        def span(self) -> float:
+            return self.high - self.low
+
+    frozen = freeze(GaugeConfig.model_validate({"name": "g", "type": "gauge", "high": 5}))
+    assert (frozen.name, frozen.high, frozen.span) == ("g", 5.0, 5.0)  # type: ignore[attr-defined]
+
+
+def test_a_dump_shows_each_check_as_its_model_would() -> None:
+    text = http_check("a", 'headers = { Authorization = "hdr-secret" }\n').replace(
+        "http://127.0.0.1", "http://u:pw-secret@127.0.0.1"
+    )
+    (dumped,) = parse_config(text, {}).model_dump(mode="json")["checks"]
+    assert dumped["headers"] == {"Authorization": "***"}
+    assert dumped["url"] == "http://***@127.0.0.1:8080/health"
+    assert dumped["expect_json"] == {"status": "ok"} and dumped["type"] == "http"
+
+
+def test_models_keep_their_own_given_keys() -> None:
+    a = HttpCheckConfig.model_validate({"name": "a", "type": "http", "url": "http://h/"})
+    b = HttpCheckConfig.model_validate({"name": "b", "type": "http", "url": "http://h/"})
+    assert a.__pydantic_fields_set__ == b.__pydantic_fields_set__
+    assert a.__pydantic_fields_set__ is not b.__pydantic_fields_set__

@@ -1,6 +1,8 @@
 """Libraries that only some configs need are imported only by a daemon whose config uses them.
 
-Each case runs in a fresh interpreter, since this test process has imported everything already.
+The type registry (monitor.plugins) imports a check or notifier type's module, with the libraries
+it imports at its top, when a config names the type. Each case runs in a fresh interpreter, since
+this test process has imported everything already.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ import textwrap
 from pathlib import Path
 
 # What a config without a postgres check or store, an email notifier, a websocket check or a cron
-# window must not load (asyncpg alone is ~3.5 MB resident).
-OPTIONAL = ("asyncpg", "aiosmtplib", "croniter", "websockets", "aiosqlite")
+# window must not load; cryptography is loaded by the first certificate an https check reads.
+OPTIONAL = ("asyncpg", "aiosmtplib", "croniter", "websockets", "aiosqlite", "cryptography")
 
 # Imports the daemon, validates the config, then builds the daemon from it (checks, notifiers,
 # alerting, the store object) and stops it unstarted (opening the store is I/O and left out).
-# Prints the top-level packages loaded after each step.
+# Prints the top-level packages, and the check and notifier modules, loaded after each step.
 _PROBE = textwrap.dedent(
     """
     import asyncio, json, sys
@@ -28,7 +30,8 @@ _PROBE = textwrap.dedent(
     from monitor.daemon import Daemon
 
     def loaded():
-        return sorted({name.partition(".")[0] for name in sys.modules})
+        types = {n for n in sys.modules if n.startswith(("checks.", "alerts.notifiers."))}
+        return sorted({name.partition(".")[0] for name in sys.modules} | types)
 
     steps = {"import": loaded()}
     config = load_config(sys.argv[1])
@@ -123,12 +126,26 @@ def test_small_config_loads_no_optional_library(tmp_path: Path) -> None:
     assert {"aiohttp", "pydantic"} <= steps["built"]  # the probe did run the daemon's code
 
 
+def test_only_the_types_a_config_names_are_imported(tmp_path: Path) -> None:
+    steps = probe(tmp_path, SMALL)
+    types = {n for n in steps["built"] if n.startswith(("checks.", "alerts.notifiers."))}
+    # checks.base and alerts.notifiers.base: the interfaces; the rest: the types SMALL names.
+    assert types == {
+        "checks.base",
+        "checks.http",
+        "checks.httpclient",
+        "checks.tcp",
+        "alerts.notifiers.base",
+        "alerts.notifiers.slack",
+    }
+
+
 def test_each_library_is_loaded_by_the_config_that_uses_it(tmp_path: Path) -> None:
     steps = probe(tmp_path, FULL)
     assert steps["import"] & set(OPTIONAL) == set()
-    # Validating a cron expression needs croniter; nothing else is needed to validate.
-    assert steps["config"] & set(OPTIONAL) == {"croniter"}
-    # Building a check or notifier loads its library, so the first run does not pay for the import.
+    # Validating a table loads its type's module, and with it the type's library, so the first
+    # run does not pay for the import; validating a cron expression needs croniter.
+    assert steps["config"] & set(OPTIONAL) == {"asyncpg", "websockets", "aiosmtplib", "croniter"}
     # The PostgreSQL store imports asyncpg when it opens; the postgres check has loaded it already.
-    assert {"asyncpg", "websockets", "aiosmtplib", "croniter"} <= steps["built"]
+    assert steps["built"] & set(OPTIONAL) == {"asyncpg", "websockets", "aiosmtplib", "croniter"}
     assert "aiosqlite" not in steps["built"]  # the state is in PostgreSQL

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 
-from alerts.notifiers.base import Notifier, NotifierConfig
-from monitor.plugins import load_types
+from alerts.notifiers.base import NotifierConfig
+from monitor.plugins import ConfigModels, TypeRegistry
 
 BUILTIN = {
     "pagerduty": "alerts.notifiers.pagerduty:PagerDutyNotifier",
@@ -17,11 +18,11 @@ BUILTIN = {
 
 
 @functools.cache
-def notifier_types() -> dict[str, type[Notifier]]:
-    """Every known notifier class by its `type`; a plugin's entry point names its Notifier
-    subclass, whose `config_model` validates its table."""
-    return load_types(BUILTIN, "monitor.notifiers")
+def notifier_types() -> TypeRegistry:
+    """Every known notifier class by its `type`, imported when looked up; a plugin's entry point
+    names its Notifier subclass, whose `config_model` validates its table."""
+    return TypeRegistry(BUILTIN, "monitor.notifiers")
 
 
-def notifier_config_models() -> dict[str, type[NotifierConfig]]:
-    return {name: cls.config_model for name, cls in notifier_types().items()}
+def notifier_config_models() -> Mapping[str, type[NotifierConfig]]:
+    return ConfigModels(notifier_types())

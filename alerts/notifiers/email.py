@@ -11,6 +11,7 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Annotated, Literal
 
+import aiosmtplib
 from pydantic import AfterValidator, Field, SecretStr
 
 from alerts.notifiers.base import (
@@ -31,7 +32,6 @@ from monitor.models import Secret
 
 if TYPE_CHECKING:
     import aiohttp
-    import aiosmtplib
 
 log = logging.getLogger("alerts.notifiers.email")
 
@@ -227,16 +227,10 @@ class EmailNotifier(Notifier):
         *,
         tls_context: ssl.SSLContext | None = None,
     ) -> None:
-        # Loaded when an email notifier is built, so configs without one do not pay for it; not
-        # in the first send, where a failing import would surface only during an incident.
-        import aiosmtplib  # noqa: F401
-
         super().__init__(name, config, http)
         self.tls_context = tls_context
 
     async def send(self, notification: Notification) -> Delivery:
-        import aiosmtplib  # loaded by __init__ already: a sys.modules lookup
-
         try:
             delivery = await self._send(build_message(notification, self.config))
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -254,8 +248,6 @@ class EmailNotifier(Notifier):
     async def _send(self, message: EmailMessage) -> Delivery:
         """One SMTP session, step by step, so that a server lacking what the config asks for
         (STARTTLS, AUTH) is a permanent failure naming the key to fix, not a vague retry."""
-        import aiosmtplib  # loaded by __init__ already: a sys.modules lookup
-
         cfg = self.config
         client = aiosmtplib.SMTP(
             hostname=cfg.host,
