@@ -37,8 +37,7 @@ class Window:
 
     Runs are (time, latency_ms) pairs in one flat array of 4-byte floats, a failed run's latency
     NaN, times as offsets from `_base` (moved forward before they lose millisecond precision).
-    Why flat: every check keeps one for the daemon's life, and tuples of floats are many times
-    larger.
+    Why flat: every check keeps one for the daemon's life, where tuples of floats are far larger.
     """
 
     __slots__ = ("_base", "_runs", "span_s")

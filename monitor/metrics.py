@@ -2,8 +2,8 @@
 
 Daemon-wide metrics live on a prometheus-client registry. The per-check families
 (`monitor_check_*`, `monitor_alert_state`) are collected when scraped, from plain per-check slots
-written to the exposition directly. Why: prometheus-client's labelled children cost memory per
-check and CPU per scrape, at thousands of checks.
+written to the exposition directly.
+Why: prometheus-client's labelled children cost memory per check and CPU per check per scrape.
 """
 
 from __future__ import annotations

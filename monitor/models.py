@@ -290,8 +290,7 @@ def thaw(value: Any) -> Any:
     return value
 
 
-# Why: at thousands of checks most values repeat (type, URL, intervals, empty tables), and a string
-# kept from the TOML tree would pin the tree's memory after it is freed.
+# Why shared: most values repeat across checks, and a value kept from the TOML tree would pin its memory.
 def _shared(value: Any, key: Hashable, shared: dict[Hashable, Any]) -> Any:
     """The object for `value` first seen in `shared`: an equal copy holding nothing of the tree.
     Safe because nothing mutates a loaded config."""
