@@ -29,6 +29,7 @@ COMPONENTS: tuple[tuple[str, str], ...] = (
     ("monitor/api", "HTTP server (aiohttp.web)"),
     ("monitor/", "monitor (other)"),
     ("checks/httpclient", "HTTP client (checks/httpclient)"),
+    ("checks/httpexchange", "HTTP client (checks/httpclient)"),
     ("httptools/", "HTTP client (checks/httpclient)"),
     ("checks/", "checks"),
     ("uvloop/", "event loop (uvloop)"),

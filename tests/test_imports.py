@@ -134,6 +134,7 @@ def test_only_the_types_a_config_names_are_imported(tmp_path: Path) -> None:
         "checks.base",
         "checks.http",
         "checks.httpclient",
+        "checks.httpexchange",
         "checks.tcp",
         "alerts.notifiers.base",
         "alerts.notifiers.slack",

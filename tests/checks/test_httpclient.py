@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from checks import httpclient
+from checks import httpclient, httpexchange
 from checks.httpclient import (
     BodyError,
     InvalidRedirect,
@@ -239,7 +239,7 @@ async def test_endless_head_is_cut_off(raw: RawServers) -> None:
         await fetch(prepared(server.base))
 
     assert str(caught.value) in {
-        f"invalid response: head over {httpclient._MAX_HEAD_BYTES} bytes",
+        f"invalid response: head over {httpexchange._MAX_HEAD_BYTES} bytes",
         "invalid response: Too many headers received",
     }
 
@@ -281,7 +281,7 @@ async def test_an_exchange_is_freed_without_the_garbage_collector(
     gc.set_debug(gc.DEBUG_SAVEALL)
     try:
         gc.collect()
-        cycles = [thing for thing in gc.garbage if isinstance(thing, httpclient._Exchange)]
+        cycles = [thing for thing in gc.garbage if isinstance(thing, httpexchange.Exchange)]
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
