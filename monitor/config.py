@@ -1,4 +1,7 @@
-"""monitor.toml: loading, `${VAR}` interpolation, validation with SPEC key paths, the threshold table."""
+"""monitor.toml: loading, validation of every table, cross-references; the checks kept as frozen copies.
+
+`${VAR}` interpolation, key paths and the threshold table live in their own modules.
+"""
 
 from __future__ import annotations
 

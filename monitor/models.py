@@ -214,7 +214,8 @@ class Frozen:
 
     `freeze(model)` makes it once a table is validated; `frozen_type(Model)` is its class, one per
     model class, built-in or a plugin's. Equal copies compare equal (a reload keeps a check whose
-    config did not change). Only fields come along, and a model's properties: not its validators.
+    config did not change). Fields come along, and a model's properties; not its validators, methods
+    or private attributes.
     """
 
     __slots__ = ()
