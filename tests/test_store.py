@@ -9,7 +9,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from monitor.store import AlertRecord, MemoryStore, PostgresStore, SqliteStore, Store, StoreError, Write
+from monitor.store import AlertRecord, MemoryStore, Store, StoreError, Write
+from monitor.store.postgres import PostgresStore
+from monitor.store.sqlite import SqliteStore
 from tests.fakes.postgres import PostgresCluster
 
 

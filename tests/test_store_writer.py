@@ -19,8 +19,6 @@ from monitor.store import (
     AlertRecord,
     MemoryStore,
     OutboxItem,
-    PostgresStore,
-    SqliteStore,
     Store,
     StoreError,
     StoreWriter,
@@ -28,6 +26,8 @@ from monitor.store import (
     Write,
 )
 from monitor.store.base import reason
+from monitor.store.postgres import PostgresStore
+from monitor.store.sqlite import SqliteStore
 from tests.fakes.postgres import PostgresCluster
 
 WRITERS = 200

@@ -20,18 +20,22 @@ from monitor.store.base import (
     Write,
 )
 from monitor.store.memory import MemoryStore
-from monitor.store.postgres import PostgresStore
-from monitor.store.sqlite import SqliteStore
 from monitor.store.watched import OPERATION_TIMEOUT_S, WatchedStore
 from monitor.store.writer import StoreWriter
 
 
 def make_store(url: str) -> Store:
-    """`memory`, `sqlite:///relative.db`, `sqlite:////absolute.db` or `postgresql://...`."""
+    """`memory`, `sqlite:///relative.db`, `sqlite:////absolute.db` or `postgresql://...`.
+
+    A backend's module, and with it its driver, is imported only when the URL selects it."""
     if url == "memory":
         return MemoryStore()
     if url.startswith("sqlite:///"):
+        from monitor.store.sqlite import SqliteStore
+
         return SqliteStore(url.removeprefix("sqlite:///") or ":memory:")
+    from monitor.store.postgres import PostgresStore
+
     return PostgresStore(url)
 
 
@@ -43,8 +47,6 @@ __all__ = [
     "MemoryStore",
     "OutboxItem",
     "Outgoing",
-    "PostgresStore",
-    "SqliteStore",
     "Store",
     "StoreError",
     "StoreWriter",

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+import asyncpg
 
 from monitor.models import MASK, mask_url
 from monitor.store.base import AlertRecord, OutboxItem, StoreError, Write, Writes, reason
-
-if TYPE_CHECKING:
-    import asyncpg
 
 _PG_SCHEMA = """
 create table if not exists monitor_alerts (
@@ -46,8 +45,6 @@ class PostgresStore(Writes):
         return self._pool
 
     async def open(self) -> None:
-        import asyncpg  # ~3.5 MB resident: only a daemon whose state is PostgreSQL loads it
-
         try:
             pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4, timeout=10)
         except Exception as exc:
@@ -71,8 +68,6 @@ class PostgresStore(Writes):
             await pool.close()
 
     def fault(self, exc: Exception) -> str | None:
-        import asyncpg
-
         if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
             return None  # a bug in what was asked, not the store failing
         if not isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError | TimeoutError):

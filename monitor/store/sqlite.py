@@ -6,16 +6,16 @@ import asyncio
 import contextlib
 import json
 import os
+import sqlite3
 import stat
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import aiosqlite
 
 from monitor.store.base import AlertRecord, OutboxItem, StoreError, Write, Writes, reason
-
-if TYPE_CHECKING:
-    import aiosqlite
 
 _SCHEMA = """
 create table if not exists alerts (
@@ -110,8 +110,6 @@ class SqliteStore(Writes):
         return self._db
 
     async def open(self) -> None:
-        import aiosqlite  # only a daemon whose state is SQLite loads it
-
         in_memory = self.path == ":memory:"
         if not in_memory and (problem := await asyncio.to_thread(_path_problem, self.path)):
             raise StoreError(problem)
@@ -139,8 +137,6 @@ class SqliteStore(Writes):
             await db.close()
 
     def fault(self, exc: Exception) -> str | None:
-        import sqlite3
-
         if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError):
             return None  # a bug in what was asked, not the store failing
         if not isinstance(exc, sqlite3.DatabaseError | OSError | TimeoutError):
