@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
 from alerts import lifecycle, stages
@@ -18,7 +18,7 @@ from alerts.outbox import Outbox
 from alerts.windows import BusinessHours, MaintenanceWindows, Silence
 from monitor.clock import Clock
 from monitor.models import Level, RowEvaluation, format_duration
-from monitor.store import AlertRecord, Store
+from monitor.store import AlertRecord, Store, StoreError
 
 log = logging.getLogger("alerts")
 _TICK_SLICE = 500  # alerts decided between two yields to the loop
@@ -85,9 +85,6 @@ class AlertPipeline:
     def alerts_of(self, check: str) -> list[Alert]:
         return list(self._by_check.get(check, {}).values())
 
-    def has_alerts(self, check: str) -> bool:
-        return check in self._by_check
-
     def row_states(self, check: str) -> dict[str, str]:
         """`states` of the API for the rows with an alert: pending, warning or critical."""
         return {
@@ -111,9 +108,19 @@ class AlertPipeline:
 
     # ------------------------------------------------------------ events
 
-    def seen(self, check: str, now: float) -> None:
-        """A clean evaluation of a check with no alert: only its time matters."""
-        self._last_seen[check] = now
+    async def evaluated(
+        self,
+        check: str,
+        breaching: bool,
+        rows: Callable[[], Sequence[RowEvaluation]],
+        reason: str | None,
+        now: float,
+    ) -> None:
+        """A check was evaluated; `rows` gives its rows when alerting needs to look at them."""
+        if breaching or check in self._by_check:
+            await self.observe(check, rows(), reason, now)
+        else:  # the common case, all clear: only the time of this evaluation matters
+            self._last_seen[check] = now
 
     async def observe(
         self, check: str, rows: Sequence[RowEvaluation], reason: str | None, now: float
@@ -200,6 +207,17 @@ class AlertPipeline:
         return len(changes)
 
     # ------------------------------------------------------------ time
+
+    async def run(self, every_s: float) -> None:
+        """Repeats, escalations, business hours and windows move with time, not with runs."""
+        while True:
+            try:
+                await self.tick(self.clock.now())
+            except StoreError:
+                pass  # counted and logged by the store; the next tick decides again
+            except Exception:  # a bug here must not stop alerting for good
+                log.exception("alert tick failed")
+            await asyncio.sleep(every_s)
 
     async def tick(self, now: float) -> None:
         """Time-driven work: repeats, escalation, business hours opening, windows ending.

@@ -113,7 +113,8 @@ class Daemon:
         await self.outbox.load()
         await self.alerts.load()
         self.outbox.start()
-        self._tasks.append(asyncio.create_task(self._tick_forever(), name="alerts-tick"))
+        self._tasks.append(asyncio.create_task(self.alerts.run(TICK_S), name="alerts-tick"))
+        self._tasks.append(asyncio.create_task(self._retry_store_forever(), name="store-retry"))
         for name, rt in self.runtimes.items():  # added before start: one wake-up, not one per job
             self.scheduler.add(name, rt.check.config.interval)
         self.scheduler.start()
@@ -170,17 +171,15 @@ class Daemon:
     def _new_outbox(self, config: Config) -> Outbox:
         return Outbox(self.store, build_notifiers(config, self._session), self.clock, self._notified)
 
-    async def _tick_forever(self) -> None:
-        """Repeats, escalations, business hours and windows move with time, not with runs; so
-        does the retry of what a failing store has not taken."""
+    async def _retry_store_forever(self) -> None:
+        """What a failing store has not taken is offered again every TICK_S."""
         while True:
             try:
                 await self._retry_store()
-                await self.alerts.tick(self.clock.now())
             except StoreError:
-                pass  # counted, and logged when it starts failing, by the store; tried next tick
-            except Exception:  # a bug here must not stop alerting for good
-                log.exception("alert tick failed")
+                pass  # counted, and logged when it starts failing, by the store; tried next time
+            except Exception:  # a bug here must not stop the retries for good
+                log.exception("store retry failed")
             await asyncio.sleep(TICK_S)
 
     async def _retry_store(self) -> None:
@@ -269,10 +268,7 @@ class Daemon:
                     log.info("check up", extra={"check": name})
             else:
                 log.warning("check down", extra={"check": name, "reason": result.reason})
-        if breaching or self.alerts.has_alerts(name):
-            await self.alerts.observe(name, rt.evaluator.evaluations(), result.reason, now)
-        else:  # the common case, all clear: only the time of this evaluation matters to alerting
-            self.alerts.seen(name, now)
+        await self.alerts.evaluated(name, breaching, rt.evaluator.evaluations, result.reason, now)
 
     def _skipped(self, name: str) -> None:
         rt = self.runtimes.get(name)
