@@ -24,6 +24,7 @@ log = logging.getLogger("alerts.outbox")
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 300.0  # 5 minutes
 GIVE_UP_AFTER_S = 24 * 3600.0
+FAILED_KEPT = 100
 RETRY_AFTER_MAX_S = 3600.0  # a receiver asking for more than an hour is not believed
 
 
@@ -52,7 +53,8 @@ class Outbox:
         self._queues: dict[str, deque[OutboxItem]] = {name: deque() for name in notifiers}
         self._wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in notifiers}
         self._tasks: list[asyncio.Task[None]] = []
-        self.failed: list[OutboxItem] = []  # permanent failures since start, for the API and tests
+        # The latest permanent failures, with their reasons (the store keeps every failed row).
+        self.failed: deque[OutboxItem] = deque(maxlen=FAILED_KEPT)
         # Not stored yet, oldest first: per alert episode its latest record and the notifications
         # decided since (merged, so one failing alert holds one entry).
         self._unstored: OrderedDict[str, tuple[AlertRecord | None, list[tuple[str, dict[str, Any]]]]]
