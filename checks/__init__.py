@@ -14,6 +14,7 @@ BUILTIN = {
     "tcp": "checks.tcp:TcpCheck",
     "websocket": "checks.websocket:WebSocketCheck",
     "postgres": "checks.postgres:PostgresCheck",
+    "prometheus": "checks.prometheus:PrometheusCheck",
 }
 
 
