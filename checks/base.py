@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import aiohttp
@@ -11,6 +11,7 @@ from pydantic import Field
 
 from monitor.models import CheckResult, ConfigModel, Duration, Frozen, freeze
 from monitor.secrets import Secrets, secrets_of
+from monitor.store.heartbeats import HeartbeatBook
 
 ThresholdOverride = dict[str, Any] | Literal[False]
 
@@ -35,6 +36,8 @@ class CheckDeps:
     """Shared resources the daemon builds once and passes to every check."""
 
     http: aiohttp.ClientSession
+    # Heartbeat checks judge from it; the daemon passes its own, over the state store.
+    heartbeats: HeartbeatBook = field(default_factory=HeartbeatBook)
 
 
 class Check(ABC):

@@ -1,4 +1,4 @@
-"""The state store: alerts, acknowledgements, silences and the notification outbox.
+"""The state store: alerts, acknowledgements, silences, the notification outbox and heartbeat pings.
 
 Embedded SQLite is the default (`sqlite:///monitor-state.db`); `postgresql://...` shares state
 between replicas; `memory` keeps nothing across a restart. Records are JSON documents: the
@@ -13,12 +13,14 @@ from monitor.store.base import (
     OPERATIONS,
     WRITES,
     AlertRecord,
+    Heartbeat,
     OutboxItem,
     Outgoing,
     Store,
     StoreError,
     Write,
 )
+from monitor.store.heartbeats import HeartbeatBook
 from monitor.store.memory import MemoryStore
 from monitor.store.watched import OPERATION_TIMEOUT_S, WatchedStore
 from monitor.store.writer import StoreWriter
@@ -44,6 +46,8 @@ __all__ = [
     "OPERATION_TIMEOUT_S",
     "WRITES",
     "AlertRecord",
+    "Heartbeat",
+    "HeartbeatBook",
     "MemoryStore",
     "OutboxItem",
     "Outgoing",

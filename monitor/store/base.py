@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,8 +19,22 @@ OPERATIONS = (
     "load_alerts",
     "pending",
     "load_silences",
+    "save_ping",
+    "add_heartbeat",
+    "load_heartbeats",
 )
-WRITES = frozenset({"probe", "commit", "reschedule", "finish", "save_silence", "delete_silence"})
+WRITES = frozenset(
+    {
+        "probe",
+        "commit",
+        "reschedule",
+        "finish",
+        "save_silence",
+        "delete_silence",
+        "save_ping",
+        "add_heartbeat",
+    }
+)
 
 
 class StoreError(Exception):
@@ -50,6 +64,18 @@ class AlertRecord:
     active: bool
     updated_at: float
     doc: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A heartbeat check as the store keeps it: when it was first configured (a restart keeps
+    that) and its latest ping, if any (`ok` False for a ping to `.../fail`, with its reason)."""
+
+    name: str
+    configured_at: float
+    last_at: float | None = None
+    ok: bool = True
+    reason: str | None = None
 
 
 Outgoing = list[tuple[str, dict[str, Any]]]  # (notifier, notification payload)
@@ -93,6 +119,9 @@ class Store(Protocol):
     async def load_alerts(self, active: bool, since: float = 0.0) -> list[dict[str, Any]]: ...
     async def pending(self) -> list[OutboxItem]: ...
     async def load_silences(self) -> list[dict[str, Any]]: ...
+    async def load_heartbeats(self, names: Collection[str] | None = None) -> list[Heartbeat]:
+        """The heartbeats stored (only those named, when `names` is given)."""
+        ...
 
     # Each write spelled as a method (see `Writes`).
     async def probe(self) -> None: ...
@@ -101,6 +130,8 @@ class Store(Protocol):
     async def finish(self, item: OutboxItem, status: str) -> None: ...
     async def save_silence(self, silence_id: str, doc: dict[str, Any]) -> None: ...
     async def delete_silence(self, silence_id: str) -> bool: ...
+    async def save_ping(self, name: str, at: float, ok: bool, reason: str | None) -> None: ...
+    async def add_heartbeat(self, name: str, at: float) -> None: ...
 
 
 class Writes:
@@ -136,6 +167,15 @@ class Writes:
     async def delete_silence(self, silence_id: str) -> bool:
         deleted: bool = await self.write(Write("delete_silence", (silence_id,)))
         return deleted
+
+    async def save_ping(self, name: str, at: float, ok: bool, reason: str | None) -> None:
+        """A heartbeat's latest ping (`ok` False: a reported failure); an older ping than the one
+        stored (from a slower replica) changes nothing. (Not `ping`: that is the health read.)"""
+        await self.write(Write("save_ping", (name, at, ok, reason)))
+
+    async def add_heartbeat(self, name: str, at: float) -> None:
+        """A heartbeat check first configured at `at`; one already stored keeps its own time."""
+        await self.write(Write("add_heartbeat", (name, at)))
 
 
 def reason(exc: BaseException) -> str:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from monitor.store.base import AlertRecord, OutboxItem, Write, Writes
+from monitor.store.base import AlertRecord, Heartbeat, OutboxItem, Write, Writes
 
 
 class MemoryStore(Writes):
@@ -19,6 +20,7 @@ class MemoryStore(Writes):
         self._alerts: dict[str, tuple[bool, float, dict[str, Any]]] = {}
         self._outbox: dict[int, OutboxItem] = {}
         self._silences: dict[str, dict[str, Any]] = {}
+        self._heartbeats: dict[str, Heartbeat] = {}
         self._next_id = 1
 
     async def open(self) -> None:
@@ -34,9 +36,16 @@ class MemoryStore(Writes):
         return None  # nothing here can fail but a bug
 
     async def apply(self, writes: Sequence[Write]) -> list[Any]:
-        round_ = _Round(dict(self._alerts), dict(self._outbox), dict(self._silences), self._next_id)
+        round_ = _Round(
+            dict(self._alerts),
+            dict(self._outbox),
+            dict(self._silences),
+            self._next_id,
+            dict(self._heartbeats),
+        )
         results = [round_.run(write) for write in writes]
         self._alerts, self._outbox, self._silences = round_.alerts, round_.outbox, round_.silences
+        self._heartbeats = round_.heartbeats
         self._next_id = round_.next_id
         return results
 
@@ -53,6 +62,11 @@ class MemoryStore(Writes):
     async def load_silences(self) -> list[dict[str, Any]]:
         return list(self._silences.values())
 
+    async def load_heartbeats(self, names: Collection[str] | None = None) -> list[Heartbeat]:
+        if names is None:
+            return list(self._heartbeats.values())
+        return [h for name in names if (h := self._heartbeats.get(name)) is not None]
+
 
 class _Round:
     """One round's writes, made on copies of the store's tables."""
@@ -63,8 +77,10 @@ class _Round:
         outbox: dict[int, OutboxItem],
         silences: dict[str, dict[str, Any]],
         next_id: int,
+        heartbeats: dict[str, Heartbeat],
     ) -> None:
         self.alerts, self.outbox, self.silences, self.next_id = alerts, outbox, silences, next_id
+        self.heartbeats = heartbeats
 
     def run(self, write: Write) -> Any:
         args = write.args
@@ -79,6 +95,16 @@ class _Round:
                 self.silences[silence_id] = doc
             case "delete_silence":
                 return self.silences.pop(args[0], None) is not None
+            case "save_ping":
+                name, at, ok, reason = args
+                old = self.heartbeats.get(name)
+                if old is None:
+                    self.heartbeats[name] = Heartbeat(name, at, at, ok, reason)
+                elif old.last_at is None or at >= old.last_at:
+                    self.heartbeats[name] = dataclasses.replace(old, last_at=at, ok=ok, reason=reason)
+            case "add_heartbeat":
+                name, at = args
+                self.heartbeats.setdefault(name, Heartbeat(name, at))
             case _:  # probe; reschedule: the worker's item is the stored item
                 pass
         return None

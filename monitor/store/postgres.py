@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
 
 from monitor.models import MASK, mask_url
-from monitor.store.base import AlertRecord, OutboxItem, StoreError, Write, Writes, reason
+from monitor.store.base import AlertRecord, Heartbeat, OutboxItem, StoreError, Write, Writes, reason
 
 _PG_SCHEMA = """
 create table if not exists monitor_alerts (
@@ -24,6 +24,9 @@ create table if not exists monitor_outbox (
 create index if not exists monitor_outbox_pending on monitor_outbox (status, id);
 create table if not exists monitor_silences (id text primary key, doc jsonb not null);
 create table if not exists monitor_store_probe (id integer primary key, at double precision not null);
+create table if not exists monitor_heartbeats (
+  name text primary key, configured_at double precision not null, last_at double precision,
+  ok boolean not null default true, reason text);
 """
 
 
@@ -104,6 +107,14 @@ class PostgresStore(Writes):
     async def load_silences(self) -> list[dict[str, Any]]:
         return [json.loads(r[0]) for r in await self.pool.fetch("select doc::text from monitor_silences")]
 
+    async def load_heartbeats(self, names: Collection[str] | None = None) -> list[Heartbeat]:
+        query = "select name, configured_at, last_at, ok, reason from monitor_heartbeats"
+        if names is None:
+            rows = await self.pool.fetch(query)
+        else:
+            rows = await self.pool.fetch(query + " where name = any($1::text[])", list(names))
+        return [Heartbeat(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
 
 async def _run(conn: asyncpg.Connection, write: Write) -> Any:
     args = write.args
@@ -142,6 +153,24 @@ async def _run(conn: asyncpg.Connection, write: Write) -> Any:
         case "delete_silence":
             result = await conn.execute("delete from monitor_silences where id = $1", *args)
             return result.endswith(" 1")
+        case "save_ping":
+            name, at, ok, why = args
+            await conn.execute(
+                "insert into monitor_heartbeats (name, configured_at, last_at, ok, reason) "
+                "values ($1, $2, $2, $3, $4) on conflict (name) do update set last_at = excluded.last_at, "
+                "ok = excluded.ok, reason = excluded.reason where monitor_heartbeats.last_at is null "
+                "or excluded.last_at >= monitor_heartbeats.last_at",
+                name,
+                at,
+                ok,
+                why,
+            )
+        case "add_heartbeat":
+            await conn.execute(
+                "insert into monitor_heartbeats (name, configured_at) values ($1, $2) "
+                "on conflict (name) do nothing",
+                *args,
+            )
         case "probe":
             await conn.execute(
                 "insert into monitor_store_probe (id, at) values (1, extract(epoch from now())) "

@@ -9,13 +9,13 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from monitor.store.base import AlertRecord, OutboxItem, StoreError, Write, Writes, reason
+from monitor.store.base import AlertRecord, Heartbeat, OutboxItem, StoreError, Write, Writes, reason
 
 _SCHEMA = """
 create table if not exists alerts (
@@ -29,6 +29,9 @@ create table if not exists outbox (
 create index if not exists outbox_pending on outbox (status, id);
 create table if not exists silences (id text primary key, doc text not null);
 create table if not exists probe (id integer primary key, at real not null);
+create table if not exists heartbeats (
+  name text primary key, configured_at real not null, last_at real,
+  ok integer not null default 1, reason text);
 """
 
 # SQLite's own words for a file it cannot use, as an operator would put them.
@@ -220,6 +223,21 @@ class SqliteStore(Writes):
             case "delete_silence":
                 cursor = await db.execute("delete from silences where id = ?", args)
                 return cursor.rowcount > 0
+            case "save_ping":
+                name, at, ok, why = args
+                await db.execute(
+                    "insert into heartbeats (name, configured_at, last_at, ok, reason) "
+                    "values (?, ?, ?, ?, ?) "
+                    "on conflict(name) do update set last_at = excluded.last_at, ok = excluded.ok, "
+                    "reason = excluded.reason "
+                    "where heartbeats.last_at is null or excluded.last_at >= heartbeats.last_at",
+                    (name, at, at, int(ok), why),
+                )
+            case "add_heartbeat":
+                await db.execute(
+                    "insert into heartbeats (name, configured_at) values (?, ?) on conflict(name) do nothing",
+                    args,
+                )
             case "probe":
                 await db.execute("insert or replace into probe (id, at) values (1, ?)", (time.time(),))
         return None
@@ -248,6 +266,20 @@ class SqliteStore(Writes):
             db = await self._checked()
             async with db.execute("select doc from silences") as cursor:
                 return [json.loads(row[0]) for row in await cursor.fetchall()]
+
+    async def load_heartbeats(self, names: Collection[str] | None = None) -> list[Heartbeat]:
+        query = "select name, configured_at, last_at, ok, reason from heartbeats"
+        params: tuple[str, ...] = ()
+        if names is not None:
+            params = tuple(names)
+            if not params:
+                return []
+            query += f" where name in ({', '.join('?' * len(params))})"
+        async with self._lock:
+            db = await self._checked()
+            async with db.execute(query, params) as cursor:
+                rows = await cursor.fetchall()
+        return [Heartbeat(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
 
 
 async def _commit(

@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from monitor.models import format_duration
-from monitor.store.base import OutboxItem, Store, StoreError, Write, Writes
+from monitor.store.base import Heartbeat, OutboxItem, Store, StoreError, Write, Writes
 
 log = logging.getLogger("monitor.store")
 T = TypeVar("T")
 
 OPERATION_TIMEOUT_S = 30.0  # a store that answers nothing (a black-holed server) fails, not hangs
 # A read that works does not clear a failed write: a locked or full store still reads.
-_READS = frozenset({"ping", "load_alerts", "pending", "load_silences"})
+_READS = frozenset({"ping", "load_alerts", "pending", "load_silences", "load_heartbeats"})
 
 
 class WatchedStore(Writes):
@@ -103,6 +103,9 @@ class WatchedStore(Writes):
 
     async def load_silences(self) -> list[dict[str, Any]]:
         return await self._do(("load_silences",), self.store.load_silences)
+
+    async def load_heartbeats(self, names: Collection[str] | None = None) -> list[Heartbeat]:
+        return await self._do(("load_heartbeats",), lambda: self.store.load_heartbeats(names))
 
     def fault(self, exc: Exception) -> str | None:
         return str(exc) if isinstance(exc, StoreError) else self.store.fault(exc)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.store.base import OutboxItem, Store, StoreError, Write, Writes
+from monitor.store.base import Heartbeat, OutboxItem, Store, StoreError, Write, Writes
 from monitor.store.watched import WatchedStore
 
 log = logging.getLogger("monitor.store.writer")
@@ -99,6 +99,9 @@ class StoreWriter(Writes):
 
     async def load_silences(self) -> list[dict[str, Any]]:
         return await self.store.load_silences()
+
+    async def load_heartbeats(self, names: Collection[str] | None = None) -> list[Heartbeat]:
+        return await self.store.load_heartbeats(names)
 
     # ------------------------------------------------------------ writes: through the queue
 
