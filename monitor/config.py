@@ -233,7 +233,11 @@ def parse_config(text: str, env: Mapping[str, str] | None = None) -> Config:
         raw_names.append(raw.get("name") if isinstance(raw, dict) else None)
         inherited: tuple[str, ...] = ()
         if isinstance(raw, dict):
-            inherited = tuple(k for k in _DEFAULTED if k not in raw)
+            # A type may derive these itself (heartbeat: its interval from its period).
+            type_name = raw.get("type")
+            model = check_models.get(type_name) if isinstance(type_name, str) else None
+            own = getattr(model, "own_defaults", ())
+            inherited = tuple(k for k in _DEFAULTED if k not in raw and k not in own)
             missing = {k: defaults[k] for k in inherited if k in defaults}
             if "timeout" in inherited and not monitor_gives_timeout:
                 # A timeout nobody wrote adapts to a short interval instead of being an error.
