@@ -104,5 +104,24 @@ class FlappingConfig(ConfigModel):
     window: Duration = 1800.0
 
 
+class StormConfig(ConfigModel):
+    """More than `checks` checks' `up` alerts begun within `window`: one storm page, not one each."""
+
+    checks: int = Field(default=10, ge=1)
+    window: Duration = Field(default=60.0, gt=0)
+
+
 class AlertsConfig(ConfigModel):
     flapping: FlappingConfig = FlappingConfig()
+    storm: StormConfig | None = StormConfig()  # `storm = false`: None, the guard is off
+
+    @field_validator("storm", mode="before")
+    @classmethod
+    def _storm_switch(cls, value: object) -> object:
+        if value is False:
+            return None
+        if value is True:
+            return {}
+        if value is None:
+            raise ValueError("use storm = false to turn the storm guard off")
+        return value

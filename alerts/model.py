@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import functools
 import hashlib
+import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -12,7 +13,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from alerts.config import AlertsConfig, BusinessHoursConfig, MaintenanceConfig, RouteConfig
-from alerts.notifiers.base import Event, Notification
+from alerts.notifiers.base import STORM_NAMED, Event, Notification
+from monitor.models import iso
 
 
 class AlertState(enum.StrEnum):
@@ -29,10 +31,12 @@ class Suppression(enum.StrEnum):
     SILENCE = "silence"
     DEPENDENCY = "dependency"  # a check it depends on is down
     DOWN = "down"  # its own check is down
+    UPLINK = "uplink"  # every uplink check is down: the monitor is blind
+    STORM = "storm"  # it began firing during a storm: the storm notification tells of it
 
 
 # Suppressions decided when a breach begins that stay until it resolves (one outage, one page).
-STICKY = (Suppression.DEPENDENCY, Suppression.DOWN)
+STICKY = (Suppression.DEPENDENCY, Suppression.DOWN, Suppression.UPLINK, Suppression.STORM)
 
 
 @functools.cache
@@ -79,6 +83,8 @@ class AlertPolicy:
     business_hours: BusinessHoursConfig
     timezone: ZoneInfo
     alerts: AlertsConfig
+    uplink: tuple[str, ...] = ()  # [monitor] uplink: check names
+    shard: int = 0  # [cluster] shard: names the storm's PagerDuty incident
 
     @functools.cached_property
     def _dependents(self) -> dict[str, tuple[str, ...]]:
@@ -192,6 +198,67 @@ class Alert:
             runbook=self.runbook,
             acknowledged_by=self.acknowledged_by,
             note=note,
+        )
+
+
+STORM_KIND = "storm"  # the `kind` of a stored storm document (alert documents have none)
+
+
+@dataclass(slots=True)
+class Storm:
+    """A storm in progress (SPEC section 12). `members`: checks whose `up` alert it swallowed, in
+    the order they joined (rebuilt from the alerts on load, so never stored); `notified`: each
+    notifier told of it, with when it was last told (repeats count from there)."""
+
+    shard: int
+    started_at: float
+    members: dict[str, None] = field(default_factory=dict)
+    notified: dict[str, float] = field(default_factory=dict)
+    over_at: float | None = None
+
+    @property
+    def id(self) -> str:
+        """PagerDuty's dedup_key: one incident per storm."""
+        return f"storm-{self.shard}-{iso(self.started_at)}"
+
+    @property
+    def key(self) -> str:
+        return f"storm:{self.shard}:{self.started_at:.3f}"
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "kind": STORM_KIND,
+            "shard": self.shard,
+            "started_at": self.started_at,
+            "notified": dict(self.notified),
+            "over_at": self.over_at,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Storm:
+        notified = {str(k): float(v) for k, v in doc.get("notified", {}).items()}
+        return cls(int(doc["shard"]), float(doc["started_at"]), notified=notified, over_at=doc.get("over_at"))
+
+    def notification(self, event: Event, now: float, window_s: float) -> Notification:
+        """The storm's one notification: `storm` (its start, and each repeat) or `storm_over`."""
+        names = list(itertools.islice(self.members, STORM_NAMED))
+        return Notification(
+            event=event,
+            alert_id=self.id,
+            check="storm",
+            check_type="storm",
+            target="",
+            metric="up",
+            severity="critical",
+            value=None,
+            threshold=None,
+            direction="below",
+            started_at=self.started_at,
+            created_at=now,
+            resolved_at=self.over_at,
+            storm_count=len(self.members),
+            storm_checks=names,
+            storm_window_s=window_s,
         )
 
 

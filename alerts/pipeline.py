@@ -1,5 +1,6 @@
 """AlertPipeline: the one owner of an alert's life. Evaluation hands it (check, rows) events; it
-counts them into alerts (lifecycle), decides (stages) and writes state and notifications together."""
+counts them into alerts (lifecycle), decides (stages) and writes state and notifications together.
+It owns the storm too (SPEC section 12): one notification per notifier for many checks down."""
 
 from __future__ import annotations
 
@@ -7,12 +8,24 @@ import asyncio
 import dataclasses
 import logging
 import secrets
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
 from alerts import lifecycle, stages
 from alerts.lifecycle import Transition
-from alerts.model import STICKY, Alert, AlertPolicy, AlertState, CheckInfo, Suppression, alert_id
+from alerts.model import (
+    STICKY,
+    STORM_KIND,
+    Alert,
+    AlertPolicy,
+    AlertState,
+    CheckInfo,
+    Route,
+    Storm,
+    Suppression,
+    alert_id,
+)
 from alerts.notifiers.base import Notification
 from alerts.outbox import Outbox
 from alerts.windows import BusinessHours, MaintenanceWindows, Silence
@@ -39,6 +52,11 @@ class AlertPipeline:
         self._flapping: set[str] = set()  # alert ids flapping now (one notice each)
         self._unsaved: set[str] = set()  # alert ids whose state changed since they were stored
         self._deciding: set[str] = set()  # alert ids whose decision is being stored
+        self.storm: Storm | None = None
+        self._up_starts: deque[float] = deque()  # start times of recent `up` alerts, oldest first
+        self._storm_routes: dict[str, Route] = {}  # routes the storm's firing alerts would go to
+        self._storm_fired: set[str] = set()  # alert ids whose routes joined _storm_routes
+        self._storm_writing = False  # a storm notification is being stored
         self.policy = policy
 
     @property
@@ -50,17 +68,28 @@ class AlertPipeline:
         self._policy = policy
         self._maintenance = MaintenanceWindows(policy.maintenance, policy.timezone)
         self._hours = BusinessHours(policy.business_hours, policy.timezone)
+        self._uplink = frozenset(policy.uplink)
+        # A reload may change the routes: the storm's are looked up again by key.
+        self._storm_routes = {k: policy.routes_by_key[k] for k in self._storm_routes if k in policy.routes_by_key}
 
     # ------------------------------------------------------------ state
 
     async def load(self) -> None:
         """Continue where the previous process stopped: active alerts with their counts, acks,
         silences. A document that cannot be read is skipped, not allowed to stop the start."""
+        storms = []
         for doc in await self.store.load_alerts(active=True):
             try:
-                self._track(Alert.from_doc(doc))
+                if doc.get("kind") == STORM_KIND:
+                    storms.append(Storm.from_doc(doc))
+                else:
+                    self._track(Alert.from_doc(doc))
             except (KeyError, TypeError, ValueError) as exc:
                 log.error("stored alert unreadable, skipped", extra={"reason": str(exc)})
+        if storms:  # the storm in progress: its members are the alerts it swallowed
+            self.storm = max(storms, key=lambda s: s.started_at)
+            for alert in self.active.values():
+                self._storm_track(alert)
         for doc in await self.store.load_silences():
             try:
                 silence = Silence.from_doc(doc)
@@ -76,6 +105,9 @@ class AlertPipeline:
 
     def _untrack(self, alert: Alert) -> None:
         self.active.pop(alert.id, None)
+        self._storm_fired.discard(alert.id)
+        if self.storm is not None and alert.metric == "up":
+            self.storm.members.pop(alert.check, None)
         mine = self._by_check.get(alert.check)
         if mine is not None:
             mine.pop(alert.metric, None)
@@ -98,6 +130,14 @@ class AlertPipeline:
 
     def worst(self, check: str) -> Level:
         return Level(max((a.level for a in self._by_check.get(check, {}).values()), default=0))
+
+    def suppressed_counts(self) -> dict[str, int]:
+        """monitor_alerts_suppressed: active alerts by why they are not notified."""
+        counts = dict.fromkeys(Suppression, 0)
+        for alert in self.active.values():
+            if alert.suppressed is not None:
+                counts[alert.suppressed] += 1
+        return {str(k): v for k, v in counts.items()}
 
     def firing_counts(self) -> dict[str, int]:
         counts = {"warning": 0, "critical": 0}
@@ -134,9 +174,11 @@ class AlertPipeline:
         for row in rows:
             touched |= await self._count(info, row, reason, now)
         if touched:  # this check's alerts, and the suppression of its dependents', may change
+            self._storm_detect(now)
             for name in (check, *self.policy.dependents(check)):
                 for alert in self.alerts_of(name):
                     await self._decide(alert, now)
+            await self._storm_notify(now)
 
     async def _count(self, info: CheckInfo, row: RowEvaluation, reason: str | None, now: float) -> bool:
         alert = self._by_check.get(info.name, {}).get(row.metric)
@@ -147,6 +189,8 @@ class AlertPipeline:
             alert.sticky = self._outage(info, row.metric)
             alert.flapping = alert.id in self._flapping
             self._track(alert)
+            if row.metric == "up" and alert.sticky is None and info.name not in self._uplink:
+                self._up_starts.append(now)  # what the storm guard counts
         transition = lifecycle.count(alert, row, reason, now)
         if transition is Transition.NONE:
             return alert.state is AlertState.FIRING  # a value to pass on; repeats are the tick's
@@ -165,6 +209,8 @@ class AlertPipeline:
     def _outage(self, info: CheckInfo, metric: str) -> Suppression | None:
         """One outage, one page: a breach that begins while the check or a dependency is down
         belongs to that outage."""
+        if self.blind(info.name):
+            return Suppression.UPLINK
         if any(self.up_breaching(dep) for dep in info.depends_on):
             return Suppression.DEPENDENCY
         if metric != "up" and self.up_breaching(info.name):
@@ -186,6 +232,18 @@ class AlertPipeline:
     def depends_on(self, check: str) -> tuple[str, ...]:
         info = self.policy.checks.get(check)
         return info.depends_on if info is not None else ()
+
+    def blind(self, check: str) -> bool:
+        """Every uplink check has a pending or firing `up` alert, and `check` is not one of them."""
+        return (
+            bool(self._uplink)
+            and check not in self._uplink
+            and all(self.up_breaching(u) for u in self._uplink)
+        )
+
+    def storming(self, check: str) -> bool:
+        """A storm is on; the uplink checks' own alerts page as usual all the same."""
+        return self.storm is not None and check not in self._uplink
 
     def check_suppression(self, check: str, now: float) -> Suppression | None:
         """Why a check's alerts would not be notified now (the API's `suppressed` of a check)."""
@@ -220,8 +278,10 @@ class AlertPipeline:
             await asyncio.sleep(every_s)
 
     async def tick(self, now: float) -> None:
-        """Time-driven work: repeats, escalation, business hours opening, windows ending.
-        The loop is given back every _TICK_SLICE alerts: a mass outage holds up no check."""
+        """Time-driven work: repeats, escalation, business hours opening, windows ending, a
+        storm's repeats and its end. The loop is given back every _TICK_SLICE alerts: a mass
+        outage holds up no check."""
+        await self._storm_notify(now)
         order = {name: i for i, name in enumerate(self.policy.checks)}
         for done, alert in enumerate(sorted(self.active.values(), key=lambda a: order.get(a.check, 0))):
             if done and done % _TICK_SLICE == 0:
@@ -282,6 +342,7 @@ class AlertPipeline:
         # Stored: the live alert takes the decision (counts made meanwhile by new runs are kept).
         alert.flapping, alert.suppressed, alert.sticky = flapping, suppressed, sticky
         stages.apply(alert, plan, now)
+        self._storm_track(alert)
         self._unsaved.discard(alert.id)
         if flapping and alert.id not in self._flapping:
             log.warning("alert flapping", extra={"alert": alert.id, "check": alert.check})
@@ -303,6 +364,85 @@ class AlertPipeline:
     ) -> None:
         record = AlertRecord(alert.key, alert.id, active, self.clock.now(), alert.to_doc())
         await self.outbox.commit(record, outgoing)
+
+    # ------------------------------------------------------------ storms
+
+    def _storm_detect(self, now: float) -> None:
+        """The storm detection stage on the recent `up` starts; when a storm begins, the alerts
+        it swallows (begun, never notified) are marked at once, so that none of them pages."""
+        guard = self.policy.alerts.storm
+        horizon = now - (guard.window if guard is not None else 0.0)
+        while self._up_starts and self._up_starts[0] <= horizon:
+            self._up_starts.popleft()
+        if self.storm is not None or not stages.storm_begins(self._up_starts, now, guard):
+            return
+        self.storm = Storm(self.policy.shard, now)
+        for alert in self.active.values():  # once per storm
+            if alert.state is AlertState.RESOLVED or alert.notified_severity is not None:
+                continue
+            if alert.sticky in (None, Suppression.STORM) and stages.suppress(alert, now, self) is Suppression.STORM:
+                alert.sticky = alert.suppressed = Suppression.STORM
+                self._unsaved.add(alert.id)
+                self._storm_track(alert)
+        log.warning("storm began", extra={"reason": f"{len(self.storm.members)} checks down"})
+
+    def _storm_track(self, alert: Alert) -> None:
+        """Keep the storm's members (checks whose `up` alert it swallowed) and the routes its
+        firing alerts would have gone to."""
+        storm = self.storm
+        if storm is None:
+            return
+        if alert.sticky is Suppression.STORM and alert.state is not AlertState.RESOLVED:
+            if alert.metric == "up":
+                storm.members.setdefault(alert.check, None)
+            if alert.state is AlertState.FIRING and alert.id not in self._storm_fired:
+                self._storm_fired.add(alert.id)
+                for r in stages.route(alert, self.policy.routes):
+                    self._storm_routes.setdefault(r.key, r)
+        elif alert.metric == "up":
+            storm.members.pop(alert.check, None)
+
+    async def _storm_notify(self, now: float) -> None:
+        """The storm's notifications, stored with its state: the start to each notifier (when the
+        first alert that would have reached it fires), repeats per route, and the end."""
+        storm = self.storm
+        if storm is None or self._storm_writing:
+            return
+        guard = self.policy.alerts.storm
+        window_s = guard.window if guard is not None else 0.0
+        over = stages.storm_over(len(storm.members), guard)
+        if over:
+            told = sorted(storm.notified)
+            first: list[str] = []
+        else:
+            first, told = stages.plan_storm(self._storm_routes.values(), storm.notified, now)
+        if not over and not first and not told:
+            return
+        new = dataclasses.replace(storm, notified={**storm.notified, **dict.fromkeys(first + told, now)})
+        if over:
+            new.over_at = now
+        outgoing = [(n, new.notification("storm_over" if over else "storm", now, window_s)) for n in first + told]
+        if over and not storm.notified:
+            outgoing = []  # it never reached anyone: it ends as quietly as it began
+        self._storm_writing = True
+        try:
+            record = AlertRecord(new.key, new.id, not over, self.clock.now(), new.to_doc())
+            await self.outbox.commit(record, outgoing)
+        except Exception as exc:  # the store is failing: decided again next round
+            log.error("storm not stored, deciding again", extra={"alert": storm.id, "reason": str(exc)})
+            return
+        finally:
+            self._storm_writing = False
+        if self.storm is not storm:
+            return
+        storm.notified, storm.over_at = new.notified, new.over_at
+        if over:
+            self.storm = None
+            self._storm_routes.clear()
+            self._storm_fired.clear()
+            log.warning("storm over", extra={"reason": f"{len(storm.members)} checks still down"})
+        elif first:
+            log.warning("storm notified", extra={"notifier": ",".join(first), "reason": f"{len(storm.members)} checks down"})
 
     # ------------------------------------------------------------ API actions
 
@@ -337,6 +477,8 @@ class AlertPipeline:
     async def history(self, since: float) -> list[Alert]:
         found = []
         for doc in await self.store.load_alerts(active=False, since=since):
+            if doc.get("kind") == STORM_KIND:
+                continue
             try:
                 found.append(Alert.from_doc(doc))
             except (KeyError, TypeError, ValueError):

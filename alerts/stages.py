@@ -1,16 +1,19 @@
 """The stages of an alert's notification decision, each a function of (alert, now, policy).
 
 suppress -> route -> plan (repeat, escalation, business hours). The pipeline runs them in that
-order and enqueues what the last one returns; none of them writes or sends anything.
+order and enqueues what the last one returns; none of them writes or sends anything. Storms have
+their own: storm_begins / storm_over say when one starts and ends, plan_storm whom to tell.
 """
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from alerts.config import StormConfig
 from alerts.model import Alert, AlertState, Route, RouteProgress, Suppression
 from alerts.notifiers.base import Event
 
@@ -22,22 +25,29 @@ class World(Protocol):
     def silenced(self, check: str, now: float) -> bool: ...
     def up_breaching(self, check: str) -> bool: ...
     def depends_on(self, check: str) -> Sequence[str]: ...
+    def blind(self, check: str) -> bool: ...  # every uplink check is down, and this is not one
+    def storming(self, check: str) -> bool: ...  # a storm is on, and this is not an uplink check
 
 
 def suppress(alert: Alert, now: float, world: World) -> Suppression | None:
-    """Why the alert must not be notified now, if it must not."""
+    """Why the alert must not be notified now, if it must not. Blindness outranks a storm the
+    alert was counted into: the uplink checks' page already says why everything fails."""
     if alert.flapping:
         return Suppression.FLAPPING
     if world.in_maintenance(alert.check, now):
         return Suppression.MAINTENANCE
     if world.silenced(alert.check, now):
         return Suppression.SILENCE
+    if alert.sticky in (None, Suppression.STORM) and world.blind(alert.check):
+        return Suppression.UPLINK
     if alert.sticky:
         return alert.sticky
     if any(world.up_breaching(dep) for dep in world.depends_on(alert.check)):
         return Suppression.DEPENDENCY
     if alert.metric != "up" and world.up_breaching(alert.check):
         return Suppression.DOWN
+    if alert.notified_severity is None and world.storming(alert.check):  # notified before it: not affected
+        return Suppression.STORM
     return None
 
 
@@ -47,9 +57,57 @@ def check_suppression(check: str, now: float, world: World) -> Suppression | Non
         return Suppression.MAINTENANCE
     if world.silenced(check, now):
         return Suppression.SILENCE
+    if world.blind(check):
+        return Suppression.UPLINK
     if any(world.up_breaching(dep) for dep in world.depends_on(check)):
         return Suppression.DEPENDENCY
     return None
+
+
+# ---------------------------------------------------------------- storms
+
+
+def storm_begins(starts: Sequence[float], now: float, guard: StormConfig | None) -> bool:
+    """More than `guard.checks` `up` alerts begun (pending or firing) within `guard.window`.
+    `starts`: their start times, oldest first (the pipeline keeps only those within the window)."""
+    if guard is None:
+        return False
+    horizon = now - guard.window
+    return len(starts) - bisect.bisect_right(starts, horizon) > guard.checks
+
+
+def storm_over(members: int, guard: StormConfig | None) -> bool:
+    """Fewer than `guard.checks` of the storm's checks still down (or the guard turned off)."""
+    return guard is None or members < guard.checks
+
+
+def storm_repeat(notifier: str, routes: Iterable[Route]) -> float | None:
+    """How often a notifier is told again of a storm: the shortest `repeat` of the storm's
+    routes that name it (None: told once)."""
+    repeats = [r.config.repeat for r in routes if notifier in r.config.notify and r.config.repeat]
+    return min(repeats, default=None)
+
+
+def plan_storm(
+    storm_routes: Iterable[Route], notified: dict[str, float], now: float
+) -> tuple[list[str], list[str]]:
+    """Who gets a storm notification now: (first time, repeats). Every notifier of a route a
+    storm alert would have gone to is told once, then again after its route's `repeat`."""
+    routes = list(storm_routes)
+    first: list[str] = []
+    again: list[str] = []
+    for r in routes:
+        for n in r.config.notify:
+            if n in first or n in again:
+                continue
+            last = notified.get(n)
+            if last is None:
+                first.append(n)
+                continue
+            every = storm_repeat(n, routes)
+            if every is not None and now - last >= every:
+                again.append(n)
+    return first, again
 
 
 def route(alert: Alert, routes: Iterable[Route]) -> list[Route]:

@@ -86,6 +86,7 @@ class MonitorSection(ConfigModel):
     api_token: Secret = SecretStr("")
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    uplink: list[str] = []  # check names: when every one is down, the monitor is blind (SPEC 12)
 
     @field_validator("listen")
     @classmethod
@@ -347,6 +348,10 @@ def _cross_check(config: Config, raw_names: list[Any], notifiers_raw: dict[str, 
     if cycle := _dependency_cycle(config):
         i = next(i for i, c in enumerate(config.checks) if c.name == cycle[0])
         errors[f"checks[{i}].depends_on"] = "dependency cycle: " + " -> ".join(cycle)
+
+    for i, name in enumerate(config.monitor.uplink):
+        if name not in names:
+            errors[f"monitor.uplink[{i}]"] = f'unknown check "{name}"'
 
     for i, route in enumerate(config.routes):
         for j, target in enumerate(route.notify):

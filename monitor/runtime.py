@@ -211,6 +211,8 @@ def alert_policy(config: Config, runtimes: dict[str, CheckRuntime]) -> AlertPoli
         business_hours=config.business_hours,
         timezone=ZoneInfo(config.monitor.timezone),
         alerts=config.alerts,
+        uplink=tuple(config.monitor.uplink),
+        shard=config.cluster.shard,
     )
 
 

@@ -22,7 +22,9 @@ from monitor.secrets import Secrets, redact, secrets_of
 
 log = logging.getLogger("alerts.notifiers")
 
-Event = Literal["firing", "resolved", "acknowledged", "flapping", "test"]
+Event = Literal["firing", "resolved", "acknowledged", "flapping", "test", "storm", "storm_over"]
+STORM_EVENTS = ("storm", "storm_over")  # one notification for many checks (SPEC section 12)
+STORM_NAMED = 20  # checks a storm notification names; the rest are counted
 
 
 class NotifierConfig(ConfigModel):
@@ -54,6 +56,11 @@ class Notification:
     runbook: str | None = None
     acknowledged_by: str | None = None
     note: str | None = None  # e.g. "7 state changes in 30m" for flapping, the comment of an ack
+    # A storm's: how many checks are down (still down, for storm_over), the first STORM_NAMED of
+    # them, and the storm guard's window.
+    storm_count: int | None = None
+    storm_checks: list[str] = field(default_factory=list)
+    storm_window_s: float | None = None
 
     @property
     def comparison(self) -> str:
@@ -77,6 +84,8 @@ class Notification:
         """`backend-api: up 0 < 1 (status 503)`: the email subject without its bracket. A resolve
         says what recovered and after how long: `backend-api: up recovered (1, threshold 1) after
         4m 12s` (without ` after ...` when the duration is unknown)."""
+        if self.event in STORM_EVENTS:
+            return self.storm_text
         if self.event == "flapping":
             return f"{self.check}: {self.metric} is flapping" + (f" ({self.note})" if self.note else "")
         if self.event == "resolved":
@@ -86,13 +95,35 @@ class Notification:
         return f"{text} ({self.reason})" if self.reason else text
 
     @property
+    def storm_text(self) -> str:
+        """`storm: 2,814 checks down in 1m: backend-api, collab-tcp, ... and 2,794 more`; over:
+        `storm over: 3 checks still down: a, b, c` (`storm over: no check still down`)."""
+        count = self.storm_count or 0
+        names = ", ".join(self.storm_checks)
+        more = count - len(self.storm_checks)
+        if more > 0:
+            names += f", ... and {more:,} more" if names else f"{more:,} checks"
+        noun = "check" if count == 1 else "checks"
+        if self.event == "storm_over":
+            if not count:
+                return "storm over: no check still down"
+            return f"storm over: {count:,} {noun} still down: {names}"
+        window = format_duration(self.storm_window_s) if self.storm_window_s else "the window"
+        return f"storm: {count:,} {noun} down in {window}: {names}"
+
+    @property
     def tag(self) -> str:
-        """The subject's bracket: CRITICAL, WARNING, RESOLVED, ACKNOWLEDGED, FLAPPING, TEST."""
+        """The subject's bracket: CRITICAL, WARNING, RESOLVED, ACKNOWLEDGED, FLAPPING, STORM,
+        STORM OVER, TEST."""
         if self.event == "firing":
             return self.severity.upper()
-        return {"resolved": "RESOLVED", "acknowledged": "ACKNOWLEDGED", "flapping": "FLAPPING"}.get(
-            self.event, "TEST"
-        )
+        return {
+            "resolved": "RESOLVED",
+            "acknowledged": "ACKNOWLEDGED",
+            "flapping": "FLAPPING",
+            "storm": "STORM",
+            "storm_over": "STORM OVER",
+        }.get(self.event, "TEST")
 
     @property
     def subject(self) -> str:

@@ -33,6 +33,8 @@ def policy_for(config: Config) -> AlertPolicy:
         business_hours=config.business_hours,
         timezone=ZoneInfo(config.monitor.timezone),
         alerts=config.alerts,
+        uplink=tuple(config.monitor.uplink),
+        shard=config.cluster.shard,
     )
 
 

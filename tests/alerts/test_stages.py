@@ -25,6 +25,8 @@ class FakeWorld:
     silences: dict[str, tuple[float, float]] = field(default_factory=dict)
     down: set[str] = field(default_factory=set)
     deps: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    blinded: set[str] = field(default_factory=set)  # checks the uplink's failure hides
+    storm: bool = False
 
     def in_maintenance(self, check: str, now: float) -> bool:
         start, end = self.maintenance.get(check, (0.0, 0.0))
@@ -39,6 +41,12 @@ class FakeWorld:
 
     def depends_on(self, check: str) -> Sequence[str]:
         return self.deps.get(check, ())
+
+    def blind(self, check: str) -> bool:
+        return check in self.blinded
+
+    def storming(self, check: str) -> bool:
+        return self.storm
 
 
 def make_alert(
