@@ -18,9 +18,12 @@ from pydantic_core import PydanticCustomError
 
 from checks.base import Check, CheckConfig, CheckDeps
 from checks.httpclient import BodyTooLarge, HttpClientError, PreparedRequest, Response
-from checks.tcp import describe_connect_error, host_port
+from checks.tcp import host_port
+from checks.tls import TlsOptions
 from monitor.models import MASK, ByteSize, CheckResult, MaskedUrl, Secret, mask_url
+from monitor.neterrors import network_reason
 from monitor.plugins import optional_module
+from monitor.text import shorten
 
 __all__ = [
     "HttpCheck",
@@ -36,6 +39,7 @@ __all__ = [
 # Parsing a JSON body larger than this on the event loop would delay every other check.
 _JSON_IN_THREAD_BYTES = 256 * 1024
 _SHOWN_CHARS = 60
+_REASON_CHARS = 200
 _BUILTIN_SAMPLES = frozenset({"up", "latency_ms", "status_code", "body_bytes", "tls_days_left"})
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
 _METRIC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -197,8 +201,7 @@ def _tls_days_left(cert_der: bytes) -> float | None:
 
 def _show(value: Any) -> str:
     """A JSON value as one short line."""
-    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
-    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 1] + "…"
+    return shorten(json.dumps(value, ensure_ascii=False, separators=(", ", ": ")), _SHOWN_CHARS)
 
 
 def _same(expected: Any, actual: Any) -> bool:
@@ -299,7 +302,7 @@ class HttpCheck(Check):
             config.method,
             config.url,
             {name: value.get_secret_value() for name, value in config.headers.items()},
-            tls_verify=config.tls_verify,
+            tls=TlsOptions(verify=config.tls_verify),
             keep_body=self._wants_json or self._body_re is not None,
             max_body=config.max_body,
         )
@@ -313,9 +316,9 @@ class HttpCheck(Check):
         try:
             reason = await self._request_once(samples)
         except HttpClientError as exc:
-            reason = scrub_url_secrets(str(exc), self.config.url)[:200]
+            reason = shorten(scrub_url_secrets(str(exc), self.config.url), _REASON_CHARS)
         except OSError as exc:  # DNS, connect, TLS handshake, reset before the answer
-            reason = describe_connect_error(exc)
+            reason = network_reason(exc)
         latency_ms = (time.perf_counter() - started) * 1000
         if reason is None:
             return CheckResult.success(latency_ms, **samples)
@@ -379,7 +382,5 @@ class HttpCheck(Check):
             if config.expect_json is not None and (mismatch := _json_mismatch(config.expect_json, document)):
                 return f"expect_json: {mismatch}"
         if self._body_re is not None and not self._body_re.search(body.decode(encoding, "replace")):
-            pattern = self._body_re.pattern
-            shown = pattern if len(pattern) <= _SHOWN_CHARS else pattern[: _SHOWN_CHARS - 1] + "…"
-            return f"expect_body: /{shown}/ not found"
+            return f"expect_body: /{shorten(self._body_re.pattern, _SHOWN_CHARS)}/ not found"
         return metrics_reason

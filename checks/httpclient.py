@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ssl
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
@@ -34,6 +33,7 @@ from checks.httpexchange import (
     TooManyRedirects,
     content_length,
 )
+from checks.tls import TlsOptions, client_context
 from monitor import __version__
 
 __all__ = [
@@ -46,7 +46,6 @@ __all__ = [
     "Response",
     "ServerDisconnected",
     "TooManyRedirects",
-    "tls_context",
 ]
 
 USER_AGENT: Final = f"monitor/{__version__}"
@@ -64,24 +63,6 @@ _TARGET_SAFE: Final = "!#$%&'()*+,/:;=?@[]~"
 
 # Shared by every request that has no configured headers (most): not an empty dict each.
 _NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
-
-_TLS_CONTEXTS: dict[bool, ssl.SSLContext] = {}
-
-
-def tls_context(verify: bool) -> ssl.SSLContext:
-    """The process's client context for `verify`, built on first use.
-
-    Built once: loading the system CA store costs milliseconds of CPU, too much for every run.
-    """
-    context = _TLS_CONTEXTS.get(verify)
-    if context is None:
-        context = ssl.create_default_context()
-        if not verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        context = _TLS_CONTEXTS.setdefault(verify, context)
-    return context
-
 
 # ---------------------------------------------------------------- URLs and request bytes
 
@@ -208,7 +189,7 @@ class PreparedRequest:
         "_method",
         "_port",
         "_request",
-        "_tls_verify",
+        "_tls",
         "_url",
     )
 
@@ -218,7 +199,7 @@ class PreparedRequest:
         url: str,
         headers: Mapping[str, str],
         *,
-        tls_verify: bool,
+        tls: TlsOptions,
         keep_body: bool,
         max_body: int,
     ) -> None:
@@ -229,7 +210,7 @@ class PreparedRequest:
         self._host = target.host
         self._port = target.port
         self._https = target.https
-        self._tls_verify = tls_verify
+        self._tls = tls
         self._keep_body = keep_body
         self._limit = max_body
         self._request = _build_request(method, target, self._headers)
@@ -294,7 +275,7 @@ class PreparedRequest:
         try:
             if https:
                 await loop.create_connection(
-                    lambda: exchange, host, port, ssl=tls_context(self._tls_verify), server_hostname=host
+                    lambda: exchange, host, port, ssl=client_context(self._tls), server_hostname=host
                 )
             else:
                 await loop.create_connection(lambda: exchange, host, port)

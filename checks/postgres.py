@@ -5,13 +5,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import decimal
-import errno
 import getpass
 import math
 import os
-import re
-import socket
-import ssl
 import time
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -21,6 +17,8 @@ from pydantic import Field, SecretStr, field_validator
 
 from checks.base import Check, CheckConfig, CheckDeps
 from monitor.models import CheckResult, ConfigModel, Duration, Frozen, Secret, frozen_type
+from monitor.neterrors import network_reason
+from monitor.text import shorten
 
 __all__ = ["BUILTIN_METRICS", "PostgresCheck", "PostgresCheckConfig", "QueryConfig"]
 
@@ -288,39 +286,18 @@ def _first_value_as_float(row: asyncpg.Record | None) -> tuple[float, str | None
     return number, None
 
 
-_ERRNO = re.compile(r"\[Errno (\d+)\]")
-
-
 def _connect_reason(exc: Exception) -> str:
     """One line a person on call understands; never the DSN (the caller redacts it anyway)."""
     if isinstance(exc, asyncpg.PostgresError):  # authentication, unknown database, too many clients
         return _short(exc)
     if isinstance(exc, ValueError):  # asyncpg parses the DSN only when connecting
         return f"invalid DSN: {_short(exc)}"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, socket.gaierror):
-        return f"DNS lookup failed: {exc.strerror or exc}"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS error: {exc.reason or _short(exc)}"
-    if isinstance(exc, TimeoutError):  # asyncpg's own connect timeout, later than the runner's
-        return "connect timed out"
-    if isinstance(exc, OSError):
-        if exc.errno is None:
-            # With several addresses for a host, asyncio raises one OSError listing them all.
-            codes = {int(code) for code in _ERRNO.findall(str(exc))}
-            if codes == {errno.ECONNREFUSED}:
-                return "connection refused"
-        elif exc.strerror:
-            return f"connect failed: {exc.strerror.lower()}"
-        return f"connect failed: {_short(exc)}"
+    if isinstance(exc, OSError):  # refused, DNS, TLS, and asyncpg's own connect timeout
+        return network_reason(exc)
     return _short(exc)
 
 
 def _short(exc: BaseException) -> str:
     """The first line of an error message, bounded, for a one-line reason."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    if len(text) > _MAX_REASON_CHARS:
-        text = text[: _MAX_REASON_CHARS - 3] + "..."
-    return text
+    return shorten(lines[0] if lines else type(exc).__name__, _MAX_REASON_CHARS)

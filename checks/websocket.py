@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-import ssl
 import time
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -24,14 +23,17 @@ from checks.http import (
     validate_regex,
     validate_url,
 )
-from checks.tcp import describe_connect_error
+from checks.tls import TlsOptions, client_context
 from monitor.models import CheckResult, MaskedUrl, Secret
+from monitor.neterrors import network_reason
+from monitor.text import shorten
 
 __all__ = ["WebSocketCheck", "WebSocketCheckConfig"]
 
 # The closing handshake is cleanup, not measurement: a peer that does not answer it is dropped.
 _CLOSE_TIMEOUT_S = 0.5
 _SHOWN_CHARS = 60
+_REASON_CHARS = 200
 
 
 class WebSocketCheckConfig(MaskedUrlRepr, CheckConfig):
@@ -61,21 +63,11 @@ class WebSocketCheckConfig(MaskedUrlRepr, CheckConfig):
 
 
 @functools.cache
-def _tls_context(verify: bool) -> ssl.SSLContext:
-    # Built once: loading the system CA store costs milliseconds of CPU on every handshake otherwise.
-    context = ssl.create_default_context()
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-@functools.cache
-def _shared_options(tls_verify: bool | None) -> Mapping[str, Any]:
+def _shared_options(tls: TlsOptions | None) -> Mapping[str, Any]:
     """What `connect()` gets besides the URL, one mapping for all checks without headers.
 
-    `tls_verify` is None for a ws:// URL: no `ssl` option then, so a redirect to wss:// still
-    gets websockets' default context.
+    `tls` is None for a ws:// URL: no `ssl` option then, so a redirect to wss:// still gets
+    websockets' default context.
     """
     options: dict[str, Any] = {
         "open_timeout": None,  # run_check owns the one deadline of a run
@@ -83,14 +75,13 @@ def _shared_options(tls_verify: bool | None) -> Mapping[str, Any]:
         "ping_interval": None,  # a run is short: no keepalive task to leave behind
         "proxy": None,  # measure the target itself, as the HTTP check does (trust_env off)
     }
-    if tls_verify is not None:
-        options["ssl"] = _tls_context(tls_verify)
+    if tls is not None:
+        options["ssl"] = client_context(tls)
     return MappingProxyType(options)
 
 
 def _quote(text: str) -> str:
-    shown = text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 1] + "…"
-    return json.dumps(shown, ensure_ascii=False)
+    return json.dumps(shorten(text, _SHOWN_CHARS), ensure_ascii=False)
 
 
 class WebSocketCheck(Check):
@@ -110,7 +101,8 @@ class WebSocketCheck(Check):
         super().__init__(config, deps)
         config = self.config
         self._expect = re.compile(config.expect) if config.expect is not None else None
-        options = _shared_options(config.tls_verify if config.url.lower().startswith("wss:") else None)
+        tls = TlsOptions(verify=config.tls_verify) if config.url.lower().startswith("wss:") else None
+        options = _shared_options(tls)
         if config.headers:
             headers = {k: v.get_secret_value() for k, v in config.headers.items()}
             options = {**options, "additional_headers": headers}
@@ -128,9 +120,10 @@ class WebSocketCheck(Check):
         except InvalidURI:
             reason = "invalid URL"
         except InvalidHandshake as exc:
-            reason = f"handshake failed: {scrub_url_secrets(str(exc), self.config.url)}"[:200]
+            detail = scrub_url_secrets(str(exc), self.config.url)
+            reason = shorten(f"handshake failed: {detail}", _REASON_CHARS)
         except OSError as exc:
-            reason = describe_connect_error(exc)
+            reason = network_reason(exc)
         else:
             samples = {"handshake_ms": (time.perf_counter() - started) * 1000}
             try:

@@ -7,9 +7,11 @@ import asyncio
 import html
 import json
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote, quote_plus
 
+import aiohttp
 import pytest
 from pydantic import AnyHttpUrl, BaseModel, SecretStr
 
@@ -28,8 +30,13 @@ from monitor.secrets import (
     secrets_of,
 )
 
-NO_SESSION = CheckDeps(http=None)  # type: ignore[arg-type]
 TOKEN = "t0k3n-8Jq2vX9pLm4R"
+
+
+@pytest.fixture
+def deps(http_session: aiohttp.ClientSession) -> CheckDeps:
+    """What the daemon gives every check: its one session."""
+    return CheckDeps(http=http_session)
 
 
 # ---------------------------------------------------------------- redact
@@ -139,13 +146,13 @@ def test_username_alone_is_the_credential() -> None:
     assert "ghp_T0KENxyz" in values
 
 
-def test_postgres_dsn_secrets() -> None:
+async def test_postgres_dsn_secrets(deps: CheckDeps) -> None:
     dsn = "postgresql://monitor:s3cr%40t-pw@db.example.com:5432/app?sslmode=require&password=q-pw-77"
     config = PostgresCheckConfig.model_validate({"name": "db", "type": "postgres", "dsn": dsn})
     values = secret_values(config)
     assert {dsn, "s3cr%40t-pw", "s3cr@t-pw", "q-pw-77"} <= values
     assert "monitor" not in values and "require" not in values
-    check = PostgresCheck(config, NO_SESSION)
+    check = PostgresCheck(config, deps)
     reason = 'password authentication failed for user "monitor" (s3cr@t-pw)'
     assert check.secrets.redact(reason) == 'password authentication failed for user "monitor" (***)'
 
@@ -215,61 +222,68 @@ class EchoCheck(Check):
         return CheckResult.failure(f'expect_json: status = "{key}"', 1.0, status_code=200.0)
 
 
-def _echo(result: str, **options: Any) -> EchoCheck:
-    config = EchoConfig.model_validate(
-        {"name": "echo", "type": "echo", "api_key": "ECHO-KEY-0123456789", "result": result, **options}
-    )
-    return EchoCheck(config, NO_SESSION)
+MakeEcho = Callable[..., EchoCheck]
 
 
-async def test_runner_masks_a_reason() -> None:
-    result = await run_check(_echo("fail"))
+@pytest.fixture
+def make_echo(deps: CheckDeps) -> MakeEcho:
+    def make(result: str, **options: Any) -> EchoCheck:
+        config = EchoConfig.model_validate(
+            {"name": "echo", "type": "echo", "api_key": "ECHO-KEY-0123456789", "result": result, **options}
+        )
+        return EchoCheck(config, deps)
+
+    return make
+
+
+async def test_runner_masks_a_reason(make_echo: MakeEcho) -> None:
+    result = await run_check(make_echo("fail"))
     assert result.reason == 'expect_json: status = "***"'
     assert result.samples == {"status_code": 200.0}
 
 
-async def test_runner_masks_sample_names() -> None:
-    result = await run_check(_echo("sample"))
+async def test_runner_masks_sample_names(make_echo: MakeEcho) -> None:
+    result = await run_check(make_echo("sample"))
     assert result.samples == {"hits_***": 1.0, "other": 2.0}
 
 
-async def test_runner_masks_an_internal_error_and_its_log(caplog: pytest.LogCaptureFixture) -> None:
+async def test_runner_masks_an_internal_error_and_its_log(
+    caplog: pytest.LogCaptureFixture, make_echo: MakeEcho
+) -> None:
     caplog.set_level(logging.ERROR, logger="monitor.runner")
-    result = await run_check(_echo("raise"))
+    result = await run_check(make_echo("raise"))
     assert result.outcome == "error"
     assert result.reason == "internal error: ValueError: cannot parse reply for key ***"
     assert "check raised" in caplog.text and "***" in caplog.text
     assert "ECHO-KEY-0123456789" not in caplog.text
 
 
-async def test_runner_timeout_reason_is_unchanged() -> None:
-    result = await run_check(_echo("hang", timeout="100ms"))
+async def test_runner_timeout_reason_is_unchanged(make_echo: MakeEcho) -> None:
+    result = await run_check(make_echo("hang", timeout="100ms"))
     assert (result.outcome, result.reason) == ("timeout", "timeout after 100ms")
 
 
-async def test_secrets_are_found_once_per_check_and_only_when_needed() -> None:
-    check = _echo("ok")
+async def test_secrets_are_found_once_per_check_and_only_when_needed(make_echo: MakeEcho) -> None:
+    check = make_echo("ok")
     result = await run_check(check)
     assert result.reason is None
     with pytest.raises(AttributeError):
         check._secrets  # noqa: B018 -- a successful run never looks for secrets
-    failing = _echo("fail")
+    failing = make_echo("fail")
     await run_check(failing)
     first = failing.secrets
     await run_check(failing)
     assert failing.secrets is first
 
 
-def test_masked_returns_clean_results_as_they_are() -> None:
-    check = _echo("fail")
+async def test_masked_returns_clean_results_as_they_are(make_echo: MakeEcho) -> None:
+    check = make_echo("fail")
     ok = CheckResult.success(1.0, status_code=200.0)
     failed = CheckResult.failure("status 503", 1.0)
     assert masked(check, ok) is ok
     assert masked(check, failed) is failed
 
 
-def test_http_check_exposes_its_secrets() -> None:
-    check = HttpCheck(
-        _http(url="http://127.0.0.1/", headers={"Authorization": f"Bearer {TOKEN}"}), NO_SESSION
-    )
+async def test_http_check_exposes_its_secrets(deps: CheckDeps) -> None:
+    check = HttpCheck(_http(url="http://127.0.0.1/", headers={"Authorization": f"Bearer {TOKEN}"}), deps)
     assert TOKEN in check.secrets and f"Bearer {TOKEN}" in check.secrets

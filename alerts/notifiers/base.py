@@ -18,9 +18,14 @@ import aiohttp
 from pydantic import Field
 
 from monitor.models import MASK, ConfigModel, Duration, format_duration, iso  # noqa: F401 -- iso for notifiers
+from monitor.neterrors import network_reason
 from monitor.secrets import Secrets, redact, secrets_of
+from monitor.text import one_line, shorten
 
 log = logging.getLogger("alerts.notifiers")
+
+# How much of a receiver's answer (an error body, an SMTP reply) a reason quotes, as one line.
+_ANSWER_CHARS = 200
 
 Event = Literal["firing", "resolved", "acknowledged", "flapping", "test", "storm", "storm_over"]
 STORM_EVENTS = ("storm", "storm_over")  # one notification for many checks (SPEC section 12)
@@ -220,7 +225,7 @@ def classify_http(status: int, body: str = "", retry_after: str | None = None) -
     Retry-After, RFC 9110 section 10.2.3); every other answer is permanent."""
     if 200 <= status < 300:
         return Sent()
-    detail = f"HTTP {status}" + (f": {_short(body)}" if body.strip() else "")
+    detail = f"HTTP {status}" + (f": {shorten(one_line(body), _ANSWER_CHARS)}" if body.strip() else "")
     if status == 429 or status >= 500:
         return Retry(detail, parse_retry_after(retry_after))
     return Failed(detail)
@@ -228,7 +233,7 @@ def classify_http(status: int, body: str = "", retry_after: str | None = None) -
 
 def classify_smtp(code: int, message: str) -> Delivery:
     """SMTP replies (RFC 5321 section 4.2.1): 4xx is transient (retry), 5xx permanent."""
-    detail = f"SMTP {code}: {_short(message)}"
+    detail = f"SMTP {code}: {shorten(one_line(message), _ANSWER_CHARS)}"
     return Retry(detail) if 400 <= code < 500 else Failed(detail)
 
 
@@ -244,11 +249,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return None
     base = datetime.now(UTC).timestamp() if now is None else now
     return max(0.0, when.timestamp() - base)
-
-
-def _short(text: str, limit: int = 200) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def require_http_url(value: str) -> str:
@@ -307,7 +307,7 @@ class Notifier(ABC):
                 body = redact(await resp.text(errors="replace"), self.secrets)
                 delivery = classify_http(resp.status, body, resp.headers.get("Retry-After"))
         except aiohttp.ClientConnectorError as exc:
-            delivery = Retry(f"connect: {exc.os_error.strerror or type(exc.os_error).__name__}")
+            delivery = Retry(network_reason(exc.os_error))
         except (aiohttp.ClientError, OSError) as exc:
             delivery = Retry(f"{type(exc).__name__}")
         return self.redacted(delivery)

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 
 from alerts.notifiers.base import Delivery, Notification, Notifier, NotifierConfig, iso, require_http_url
 from monitor.models import MaskedUrl, Secret
+from monitor.text import shorten
 
 # Answers (PagerDuty "Events API v2 overview", response codes): 202 accepted, 400 invalid event
 # (permanent), 429 throttled and 5xx retry: exactly classify_http's rule.
@@ -41,7 +42,7 @@ def dedup_key(n: Notification) -> str:
 
 def summary(n: Notification) -> str:
     text = f"[TEST] {n.summary}" if n.event == "test" else n.summary
-    return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1] + "…"
+    return shorten(text, SUMMARY_MAX)
 
 
 def custom_details(n: Notification) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from alerts.notifiers.base import (
     require_http_url,
 )
 from monitor.models import Secret
+from monitor.text import shorten
 
 # Slack answers 200 "ok"; errors are 4xx with a short code (invalid_payload, no_service...), 429
 # with Retry-After when rate limited, or 5xx ("Sending messages using incoming webhooks"): all
@@ -57,10 +58,6 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _badge(n: Notification) -> tuple[str, str]:
     return BADGES[n.severity if n.event == "firing" else n.event]
 
@@ -71,7 +68,7 @@ def _date(ts: float) -> str:
 
 
 def _field(title: str, value: str) -> dict[str, str]:
-    return {"type": "mrkdwn", "text": _cut(f"*{title}*\n{value}", FIELD_MAX)}
+    return {"type": "mrkdwn", "text": shorten(f"*{title}*\n{value}", FIELD_MAX)}
 
 
 def _is_link(url: str | None) -> bool:
@@ -133,7 +130,7 @@ def _context(n: Notification) -> dict[str, Any]:
         parts.append(" ".join(f"`{escape(k)}={escape(v)}`" for k, v in sorted(n.labels.items())))
     if n.runbook and not _is_link(n.runbook):
         parts.append(f"runbook: {escape(n.runbook)}")
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(" · ".join(parts), TEXT_MAX)}]}
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": shorten(" · ".join(parts), TEXT_MAX)}]}
 
 
 def _runbook_button(n: Notification) -> list[dict[str, Any]]:
@@ -152,10 +149,8 @@ def _runbook_button(n: Notification) -> list[dict[str, Any]]:
 
 def _header(n: Notification) -> dict[str, Any]:
     emoji, word = _badge(n)
-    return {
-        "type": "header",
-        "text": {"type": "plain_text", "text": _cut(f"{emoji} {word}: {n.check}", HEADER_MAX), "emoji": True},
-    }
+    text = shorten(f"{emoji} {word}: {n.check}", HEADER_MAX)
+    return {"type": "header", "text": {"type": "plain_text", "text": text, "emoji": True}}
 
 
 def build_message(n: Notification) -> dict[str, Any]:
@@ -169,7 +164,7 @@ def build_message(n: Notification) -> dict[str, Any]:
         if n.note:
             line += f": _{escape(n.note)}_"
         blocks: list[dict[str, Any]] = [
-            {"type": "section", "text": {"type": "mrkdwn", "text": _cut(line, TEXT_MAX)}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": shorten(line, TEXT_MAX)}},
             _context(n),
         ]
         return {"text": fallback_text(n), "blocks": blocks}
@@ -180,7 +175,7 @@ def build_message(n: Notification) -> dict[str, Any]:
         headline = f"*{escape(n.summary)}*"
     blocks = [
         _header(n),
-        {"type": "section", "text": {"type": "mrkdwn", "text": _cut(headline, TEXT_MAX)}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": shorten(headline, TEXT_MAX)}},
         {"type": "section", "fields": _fields(n)},
         *_runbook_button(n),
         _context(n),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+import aiohttp
 import pytest
 
 from checks.base import Check, CheckConfig, CheckDeps
@@ -13,7 +14,11 @@ from checks.websocket import WebSocketCheck, WebSocketCheckConfig
 from monitor.models import CheckResult
 from monitor.runner import run_check
 
-NO_SESSION = CheckDeps(http=None)  # type: ignore[arg-type]
+
+@pytest.fixture
+def deps(http_session: aiohttp.ClientSession) -> CheckDeps:
+    """What the daemon gives every check: its one session."""
+    return CheckDeps(http=http_session)
 
 
 class CounterConfig(CheckConfig):
@@ -39,15 +44,15 @@ class CounterCheck(Check):
         return CheckResult.success(1.0, runs=float(self.runs))
 
 
-async def test_plugin_check_without_slots_keeps_its_own_attributes() -> None:
-    check = CounterCheck(CounterConfig(name="counter", type="counter"), NO_SESSION)
+async def test_plugin_check_without_slots_keeps_its_own_attributes(deps: CheckDeps) -> None:
+    check = CounterCheck(CounterConfig(name="counter", type="counter"), deps)
 
     first = await run_check(check)
     second = await run_check(check)
 
     assert (first.up, second.samples["runs"]) == (True, 2.0)
     assert vars(check) == {"runs": 2, "last_run": 2}
-    assert (check.name, check.config.type, check.deps) == ("counter", "counter", NO_SESSION)
+    assert (check.name, check.config.type, check.deps) == ("counter", "counter", deps)
 
 
 @pytest.mark.parametrize(
@@ -59,11 +64,11 @@ async def test_plugin_check_without_slots_keeps_its_own_attributes() -> None:
     ],
     ids=["http", "tcp", "websocket"],
 )
-def test_builtin_checks_have_no_instance_dict(
-    check_type: type[Check], config_type: type[CheckConfig], table: dict[str, Any]
+async def test_builtin_checks_have_no_instance_dict(
+    check_type: type[Check], config_type: type[CheckConfig], table: dict[str, Any], deps: CheckDeps
 ) -> None:
     # At 20,000 checks a __dict__ each costs megabytes: the built-in types declare __slots__.
-    check = check_type(config_type.model_validate({"name": "c", **table}), NO_SESSION)
+    check = check_type(config_type.model_validate({"name": "c", **table}), deps)
 
     assert not hasattr(check, "__dict__")
     with pytest.raises(AttributeError):

@@ -13,12 +13,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
 import pytest
 import trustme
 from aiohttp import web
 from pydantic import ValidationError
 
-from checks import httpclient
+from checks import httpclient, tls
 from checks.base import CheckDeps
 from checks.http import HttpCheck, HttpCheckConfig
 from monitor import __version__
@@ -41,19 +42,26 @@ RUNBOOK_BODY = {"status": "ok", "uptime": 12345, "database": {"pool": {"checked_
 SECRET = "Bearer s3cr3t-health-token"
 JSON_BODY = json.dumps(RUNBOOK_BODY).encode()
 
-# The http check has its own client: no session is passed, so one used by mistake fails the test.
-NO_SESSION = CheckDeps(http=None)  # type: ignore[arg-type]
+MakeCheck = Callable[..., HttpCheck]
 
 
-def make_check(url: str, **options: Any) -> HttpCheck:
-    config = HttpCheckConfig.model_validate({"name": "web", "type": "http", "url": url, **options})
-    return HttpCheck(config, NO_SESSION)
+@pytest.fixture
+def make_check(http_session: aiohttp.ClientSession) -> MakeCheck:
+    """Builds a check with the deps the daemon gives every check (its one session, which the
+    http check leaves to plugins: test_the_shared_session_is_never_used)."""
+    deps = CheckDeps(http=http_session)
+
+    def make(url: str, **options: Any) -> HttpCheck:
+        config = HttpCheckConfig.model_validate({"name": "web", "type": "http", "url": url, **options})
+        return HttpCheck(config, deps)
+
+    return make
 
 
 @pytest.fixture
 def trust_tls_ca(monkeypatch: pytest.MonkeyPatch, tls_ca: trustme.CA) -> None:
     """The client's verifying context trusts `tls_ca`, as a daemon given it (SSL_CERT_FILE) would."""
-    monkeypatch.setitem(httpclient._TLS_CONTEXTS, True, trusting_client_context(tls_ca))
+    monkeypatch.setitem(tls._CONTEXTS, tls.TlsOptions(verify=True), trusting_client_context(tls_ca))
 
 
 # ---------------------------------------------------------------- success
@@ -61,6 +69,7 @@ def trust_tls_ca(monkeypatch: pytest.MonkeyPatch, tls_ca: trustme.CA) -> None:
 
 async def test_runbook_health_endpoint_succeeds_with_expectations_and_metrics(
     servers: LoopbackServers,
+    make_check: MakeCheck,
 ) -> None:
     base = await servers.http({"/health": json_handler(RUNBOOK_BODY)})
     check = make_check(
@@ -82,7 +91,7 @@ async def test_runbook_health_endpoint_succeeds_with_expectations_and_metrics(
     assert result.latency_ms > 0
 
 
-async def test_any_2xx_is_expected_by_default(servers: LoopbackServers) -> None:
+async def test_any_2xx_is_expected_by_default(servers: LoopbackServers, make_check: MakeCheck) -> None:
     base = await servers.http({"/": text_handler("", status=204)})
 
     result = await run_check(make_check(f"{base}/"))
@@ -91,7 +100,9 @@ async def test_any_2xx_is_expected_by_default(servers: LoopbackServers) -> None:
     assert result.samples == {"status_code": 204, "body_bytes": 0}
 
 
-async def test_expect_status_can_accept_a_non_2xx_status(servers: LoopbackServers) -> None:
+async def test_expect_status_can_accept_a_non_2xx_status(
+    servers: LoopbackServers, make_check: MakeCheck
+) -> None:
     base = await servers.http({"/": text_handler("maintenance", status=503)})
 
     result = await run_check(make_check(f"{base}/", expect_status=[503]))
@@ -99,7 +110,9 @@ async def test_expect_status_can_accept_a_non_2xx_status(servers: LoopbackServer
     assert result.up
 
 
-async def test_metrics_read_list_indexes_and_booleans(servers: LoopbackServers) -> None:
+async def test_metrics_read_list_indexes_and_booleans(
+    servers: LoopbackServers, make_check: MakeCheck
+) -> None:
     body = {"replicas": [{"lag": 0.5}, {"lag": 2}], "ready": True, "degraded": False}
     base = await servers.http({"/": json_handler(body)})
     metrics = {"lag_1": "replicas.1.lag", "lag_0": "replicas.0.lag", "ready": "ready", "bad": "degraded"}
@@ -110,7 +123,7 @@ async def test_metrics_read_list_indexes_and_booleans(servers: LoopbackServers) 
     assert {k: result.samples[k] for k in metrics} == {"lag_1": 2, "lag_0": 0.5, "ready": 1, "bad": 0}
 
 
-async def test_expect_body_regex_matches(servers: LoopbackServers) -> None:
+async def test_expect_body_regex_matches(servers: LoopbackServers, make_check: MakeCheck) -> None:
     base = await servers.http({"/": text_handler("service: READY (v2)")})
 
     result = await run_check(make_check(f"{base}/", expect_body=r"READY \(v\d\)"))
@@ -118,7 +131,7 @@ async def test_expect_body_regex_matches(servers: LoopbackServers) -> None:
     assert result.up
 
 
-async def test_header_values_are_sent(servers: LoopbackServers) -> None:
+async def test_header_values_are_sent(servers: LoopbackServers, make_check: MakeCheck) -> None:
     seen: list[str | None] = []
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -133,7 +146,7 @@ async def test_header_values_are_sent(servers: LoopbackServers) -> None:
     assert seen == [SECRET]
 
 
-async def test_method_is_used(servers: LoopbackServers) -> None:
+async def test_method_is_used(servers: LoopbackServers, make_check: MakeCheck) -> None:
     seen: list[str] = []
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -148,10 +161,23 @@ async def test_method_is_used(servers: LoopbackServers) -> None:
     assert seen == ["HEAD"]
 
 
+async def test_the_shared_session_is_never_used(
+    servers: LoopbackServers, http_session: aiohttp.ClientSession
+) -> None:
+    # The http check has its own client: given a closed session, one request through it would fail.
+    base = await servers.http({"/health": json_handler(RUNBOOK_BODY)})
+    await http_session.close()
+    config = HttpCheckConfig.model_validate({"name": "web", "type": "http", "url": f"{base}/health"})
+
+    result = await run_check(HttpCheck(config, CheckDeps(http=http_session)))
+
+    assert (result.up, result.reason) == (True, None)
+
+
 # ---------------------------------------------------------------- failures
 
 
-async def test_refused_port() -> None:
+async def test_refused_port(make_check: MakeCheck) -> None:
     with refused_port() as port:
         result = await run_check(make_check(f"http://127.0.0.1:{port}/"))
 
@@ -160,7 +186,7 @@ async def test_refused_port() -> None:
     assert result.outcome == "failure"
 
 
-async def test_slow_server_costs_exactly_the_timeout(servers: LoopbackServers) -> None:
+async def test_slow_server_costs_exactly_the_timeout(servers: LoopbackServers, make_check: MakeCheck) -> None:
     async def slow(_request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(10)
         return web.Response()
@@ -174,7 +200,9 @@ async def test_slow_server_costs_exactly_the_timeout(servers: LoopbackServers) -
     assert 450 <= result.latency_ms < 2000
 
 
-async def test_unexpected_status_fails_with_the_status(servers: LoopbackServers) -> None:
+async def test_unexpected_status_fails_with_the_status(
+    servers: LoopbackServers, make_check: MakeCheck
+) -> None:
     base = await servers.http({"/": json_handler({"status": "down"}, status=503)})
 
     result = await run_check(make_check(f"{base}/", expect_status=[200]))
@@ -205,6 +233,7 @@ async def test_expect_json_mismatch_names_the_path_and_value(
     body: Any,
     expect_json: dict[str, Any],
     reason: str,
+    make_check: MakeCheck,
 ) -> None:
     base = await servers.http({"/": json_handler(body)})
 
@@ -213,7 +242,9 @@ async def test_expect_json_mismatch_names_the_path_and_value(
     assert (result.up, result.reason) == (False, reason)
 
 
-async def test_metrics_are_kept_when_expect_json_fails(servers: LoopbackServers) -> None:
+async def test_metrics_are_kept_when_expect_json_fails(
+    servers: LoopbackServers, make_check: MakeCheck
+) -> None:
     body = {**RUNBOOK_BODY, "status": "degraded"}
     base = await servers.http({"/": json_handler(body)})
     check = make_check(
@@ -228,7 +259,7 @@ async def test_metrics_are_kept_when_expect_json_fails(servers: LoopbackServers)
     assert result.samples["pool_checked_out"] == 3
 
 
-async def test_invalid_json(servers: LoopbackServers) -> None:
+async def test_invalid_json(servers: LoopbackServers, make_check: MakeCheck) -> None:
     base = await servers.http({"/": text_handler("<html>oops</html>")})
 
     result = await run_check(make_check(f"{base}/", expect_json={"status": "ok"}))
@@ -246,7 +277,9 @@ async def test_invalid_json(servers: LoopbackServers) -> None:
     ],
     ids=["missing", "not-a-number", "index-into-object"],
 )
-async def test_metrics_path_failures(servers: LoopbackServers, path: str, reason: str) -> None:
+async def test_metrics_path_failures(
+    servers: LoopbackServers, path: str, reason: str, make_check: MakeCheck
+) -> None:
     base = await servers.http({"/": json_handler({"status": "ok", "database": {}})})
 
     result = await run_check(make_check(f"{base}/", metrics={"m": path}))
@@ -255,7 +288,7 @@ async def test_metrics_path_failures(servers: LoopbackServers, path: str, reason
     assert "m" not in result.samples
 
 
-async def test_expect_body_mismatch(servers: LoopbackServers) -> None:
+async def test_expect_body_mismatch(servers: LoopbackServers, make_check: MakeCheck) -> None:
     base = await servers.http({"/": text_handler("starting up")})
 
     result = await run_check(make_check(f"{base}/", expect_body="^ready$"))
@@ -263,7 +296,9 @@ async def test_expect_body_mismatch(servers: LoopbackServers) -> None:
     assert (result.up, result.reason) == (False, "expect_body: /^ready$/ not found")
 
 
-async def test_endless_body_stops_at_max_body_long_before_the_timeout(servers: LoopbackServers) -> None:
+async def test_endless_body_stops_at_max_body_long_before_the_timeout(
+    servers: LoopbackServers, make_check: MakeCheck
+) -> None:
     async def endless(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse()
         await response.prepare(request)
@@ -284,7 +319,9 @@ async def test_endless_body_stops_at_max_body_long_before_the_timeout(servers: L
     assert result.latency_ms < 2000
 
 
-async def test_declared_content_length_over_max_body_fails_before_reading(servers: LoopbackServers) -> None:
+async def test_declared_content_length_over_max_body_fails_before_reading(
+    servers: LoopbackServers, make_check: MakeCheck
+) -> None:
     base = await servers.http({"/": text_handler("x" * 5000)})
 
     result = await run_check(make_check(f"{base}/", max_body="1KiB"))
@@ -292,7 +329,7 @@ async def test_declared_content_length_over_max_body_fails_before_reading(server
     assert (result.up, result.reason) == (False, "body over max_body (1KiB): Content-Length 5000")
 
 
-async def test_body_at_max_body_is_accepted(servers: LoopbackServers) -> None:
+async def test_body_at_max_body_is_accepted(servers: LoopbackServers, make_check: MakeCheck) -> None:
     base = await servers.http({"/": text_handler("x" * 1000)})
 
     result = await run_check(make_check(f"{base}/", max_body=1000))
@@ -304,7 +341,9 @@ async def test_body_at_max_body_is_accepted(servers: LoopbackServers) -> None:
 # ---------------------------------------------------------------- TLS
 
 
-async def test_untrusted_certificate_fails_verification(servers: LoopbackServers, tls_ca: trustme.CA) -> None:
+async def test_untrusted_certificate_fails_verification(
+    servers: LoopbackServers, tls_ca: trustme.CA, make_check: MakeCheck
+) -> None:
     base = await servers.http({"/": text_handler("ok")}, ssl_context=tls_server_context(tls_ca))
 
     result = await run_check(make_check(f"{base}/"))
@@ -316,7 +355,7 @@ async def test_untrusted_certificate_fails_verification(servers: LoopbackServers
 
 
 async def test_tls_verify_false_accepts_an_untrusted_certificate(
-    servers: LoopbackServers, tls_ca: trustme.CA
+    servers: LoopbackServers, tls_ca: trustme.CA, make_check: MakeCheck
 ) -> None:
     context = tls_server_context(tls_ca, valid_for=timedelta(days=30))
     base = await servers.http({"/": text_handler("ok")}, ssl_context=context)
@@ -339,6 +378,7 @@ async def test_tls_days_left_from_the_peer_certificate(
     valid_for: timedelta,
     expected: set[int],
     level: Level,
+    make_check: MakeCheck,
 ) -> None:
     context = tls_server_context(tls_ca, valid_for=valid_for)
     base = await servers.http({"/health": json_handler({"status": "ok"})}, ssl_context=context)
@@ -355,7 +395,7 @@ async def test_tls_days_left_from_the_peer_certificate(
 
 
 async def test_tls_days_left_is_reported_for_a_failed_status(
-    servers: LoopbackServers, trust_tls_ca: None, tls_ca: trustme.CA
+    servers: LoopbackServers, trust_tls_ca: None, tls_ca: trustme.CA, make_check: MakeCheck
 ) -> None:
     context = tls_server_context(tls_ca, valid_for=timedelta(days=10))
     base = await servers.http({"/": text_handler("down", status=500)}, ssl_context=context)
@@ -399,10 +439,8 @@ def test_header_secret_never_shown() -> None:
     ],
     ids=["host", "port", "userinfo", "ipv6"],
 )
-def test_target_is_host_with_named_port(url: str, target: str) -> None:
-    config = HttpCheckConfig.model_validate({"name": "web", "type": "http", "url": url})
-
-    assert HttpCheck(config, CheckDeps(http=None)).target() == target  # type: ignore[arg-type]
+async def test_target_is_host_with_named_port(url: str, target: str, make_check: MakeCheck) -> None:
+    assert make_check(url).target() == target
 
 
 @pytest.mark.parametrize(
@@ -458,19 +496,21 @@ def test_invalid_header_value_error_does_not_echo_the_secret() -> None:
     assert "line break" in str(caught.value)
 
 
-async def test_unknown_host_is_a_dns_failure() -> None:
+async def test_unknown_host_is_a_dns_failure(make_check: MakeCheck) -> None:
     # .invalid never resolves (RFC 6761); without a resolver the error is still a DNS one.
     result = await run_check(make_check("http://monitor-test.invalid/", timeout="5s"))
 
     assert not result.up
     assert result.reason is not None
-    assert result.reason.startswith("DNS: ")
+    assert result.reason.startswith("DNS lookup failed: ")
 
 
 # ---------------------------------------------------------------- the request on the wire
 
 
-async def test_request_head_has_the_defaults_and_no_accept_encoding(raw: RawServers) -> None:
+async def test_request_head_has_the_defaults_and_no_accept_encoding(
+    raw: RawServers, make_check: MakeCheck
+) -> None:
     server = await raw.start(answer(response(204)))
 
     result = await run_check(make_check(f"{server.base}/health?probe=1&x=%2F"))
@@ -486,7 +526,9 @@ async def test_request_head_has_the_defaults_and_no_accept_encoding(raw: RawServ
     }
 
 
-async def test_configured_headers_override_the_defaults_case_insensitively(raw: RawServers) -> None:
+async def test_configured_headers_override_the_defaults_case_insensitively(
+    raw: RawServers, make_check: MakeCheck
+) -> None:
     server = await raw.start(answer(response(200)))
     headers = {"user-agent": "probe/2", "ACCEPT": "application/json", "Authorization": SECRET}
 
@@ -502,7 +544,7 @@ async def test_configured_headers_override_the_defaults_case_insensitively(raw: 
     assert sum(line.startswith("accept:") for line in lines) == 1
 
 
-async def test_basic_auth_from_the_url_userinfo_never_shown(raw: RawServers) -> None:
+async def test_basic_auth_from_the_url_userinfo_never_shown(raw: RawServers, make_check: MakeCheck) -> None:
     expected = "Basic " + base64.b64encode(b"health:p@ss:w0rd").decode()
 
     def respond(request: RawRequest) -> tuple[bytes, Ending]:
@@ -526,7 +568,7 @@ async def test_basic_auth_from_the_url_userinfo_never_shown(raw: RawServers) -> 
         assert "p%40ss" not in repr(result)
 
 
-async def test_post_sends_an_empty_body(raw: RawServers) -> None:
+async def test_post_sends_an_empty_body(raw: RawServers, make_check: MakeCheck) -> None:
     server = await raw.start(answer(response(200)))
 
     result = await run_check(make_check(f"{server.base}/hook", method="post"))
@@ -540,7 +582,7 @@ async def test_post_sends_an_empty_body(raw: RawServers) -> None:
 # ---------------------------------------------------------------- response framing
 
 
-async def test_chunked_body_is_decoded(raw: RawServers) -> None:
+async def test_chunked_body_is_decoded(raw: RawServers, make_check: MakeCheck) -> None:
     body = chunked(JSON_BODY[:7], JSON_BODY[7:30], JSON_BODY[30:])
     server = await raw.start(answer(response(200, body, {"Transfer-Encoding": "chunked"})))
 
@@ -551,7 +593,7 @@ async def test_chunked_body_is_decoded(raw: RawServers) -> None:
     assert result.samples["body_bytes"] == len(JSON_BODY)
 
 
-async def test_body_without_length_ends_with_the_connection(raw: RawServers) -> None:
+async def test_body_without_length_ends_with_the_connection(raw: RawServers, make_check: MakeCheck) -> None:
     server = await raw.start(answer(response(200, b"service READY", content_length=False)))
 
     result = await run_check(make_check(server.base, expect_body="READY$"))
@@ -560,7 +602,7 @@ async def test_body_without_length_ends_with_the_connection(raw: RawServers) -> 
     assert result.samples["body_bytes"] == len(b"service READY")
 
 
-async def test_head_ends_at_the_headers(raw: RawServers) -> None:
+async def test_head_ends_at_the_headers(raw: RawServers, make_check: MakeCheck) -> None:
     # Content-Length describes the GET body: a HEAD answer has none, and the server keeps the
     # connection open. Waiting for those bytes would be a timeout.
     server = await raw.start(answer(response(200, headers={"Content-Length": "5000"}), "hang"))
@@ -573,7 +615,7 @@ async def test_head_ends_at_the_headers(raw: RawServers) -> None:
     assert server.requests[0].method == "HEAD"
 
 
-async def test_interim_1xx_answers_are_skipped(raw: RawServers) -> None:
+async def test_interim_1xx_answers_are_skipped(raw: RawServers, make_check: MakeCheck) -> None:
     interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
     server = await raw.start(answer(interim + response(200, b"ready")))
 
@@ -583,7 +625,7 @@ async def test_interim_1xx_answers_are_skipped(raw: RawServers) -> None:
     assert result.samples["status_code"] == 200
 
 
-async def test_gzip_body_is_decompressed_for_expect_json(raw: RawServers) -> None:
+async def test_gzip_body_is_decompressed_for_expect_json(raw: RawServers, make_check: MakeCheck) -> None:
     compressed = gzip.compress(JSON_BODY)
     headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
     server = await raw.start(answer(response(200, compressed, headers)))
@@ -596,7 +638,7 @@ async def test_gzip_body_is_decompressed_for_expect_json(raw: RawServers) -> Non
     assert "accept-encoding" not in server.requests[0].headers
 
 
-async def test_gzip_bomb_stops_at_max_body(raw: RawServers) -> None:
+async def test_gzip_bomb_stops_at_max_body(raw: RawServers, make_check: MakeCheck) -> None:
     bomb = gzip.compress(b"\0" * 20_000_000)  # 20 KB on the wire
     server = await raw.start(answer(response(200, bomb, {"Content-Encoding": "gzip"})))
 
@@ -605,7 +647,7 @@ async def test_gzip_bomb_stops_at_max_body(raw: RawServers) -> None:
     assert (result.up, result.reason) == (False, "body over max_body (100KB)")
 
 
-async def test_malformed_status_line_is_an_invalid_response(raw: RawServers) -> None:
+async def test_malformed_status_line_is_an_invalid_response(raw: RawServers, make_check: MakeCheck) -> None:
     server = await raw.start(answer(b"HTTP/1.1 OK-ish\r\nContent-Length: 0\r\n\r\n"))
 
     result = await run_check(make_check(server.base))
@@ -618,7 +660,7 @@ async def test_malformed_status_line_is_an_invalid_response(raw: RawServers) -> 
     assert result.samples == {}
 
 
-async def test_not_http_at_all_is_an_invalid_response(raw: RawServers) -> None:
+async def test_not_http_at_all_is_an_invalid_response(raw: RawServers, make_check: MakeCheck) -> None:
     server = await raw.start(answer(b"SSH-2.0-OpenSSH_9.2\r\n", "hang"))
 
     result = await run_check(make_check(server.base, timeout="5s"))
@@ -645,7 +687,9 @@ async def test_not_http_at_all_is_an_invalid_response(raw: RawServers) -> None:
     ],
     ids=["content-length", "chunked"],
 )
-async def test_body_cut_short_fails(raw: RawServers, head: dict[str, str], body: bytes, reason: str) -> None:
+async def test_body_cut_short_fails(
+    raw: RawServers, head: dict[str, str], body: bytes, reason: str, make_check: MakeCheck
+) -> None:
     server = await raw.start(answer(response(200, body, head)))
 
     result = await run_check(make_check(server.base, expect_body="hello|short"))
@@ -657,7 +701,9 @@ async def test_body_cut_short_fails(raw: RawServers, head: dict[str, str], body:
 @pytest.mark.parametrize(
     ("ending", "reason"), [("close", "server disconnected"), ("reset", "connection reset")], ids=str
 )
-async def test_connection_ended_before_an_answer(raw: RawServers, ending: Ending, reason: str) -> None:
+async def test_connection_ended_before_an_answer(
+    raw: RawServers, ending: Ending, reason: str, make_check: MakeCheck
+) -> None:
     server = await raw.start(answer(b"", ending))
 
     result = await run_check(make_check(server.base))
@@ -666,7 +712,7 @@ async def test_connection_ended_before_an_answer(raw: RawServers, ending: Ending
     assert len(server.requests) == 1
 
 
-async def test_endless_body_without_length_stops_at_max_body(raw: RawServers) -> None:
+async def test_endless_body_without_length_stops_at_max_body(raw: RawServers, make_check: MakeCheck) -> None:
     server = await raw.start(answer(response(200, b"x" * 300_000, content_length=False), "hang"))
 
     result = await run_check(make_check(server.base, max_body="100KiB", timeout="5s"))
@@ -690,7 +736,9 @@ def redirecting(location: Callable[[RawRequest], str | None], status: int = 302)
     return respond
 
 
-async def test_relative_redirect_is_resolved_against_the_current_url(raw: RawServers) -> None:
+async def test_relative_redirect_is_resolved_against_the_current_url(
+    raw: RawServers, make_check: MakeCheck
+) -> None:
     server = await raw.start(redirecting(lambda r: "../moved?to=here" if r.target == "/a/b/c" else None))
 
     result = await run_check(make_check(f"{server.base}/a/b/c", expect_body="^GET /a/moved\\?to=here$"))
@@ -700,7 +748,7 @@ async def test_relative_redirect_is_resolved_against_the_current_url(raw: RawSer
     assert server.connections == 2  # each hop on a fresh connection
 
 
-async def test_absolute_redirect_to_another_server(raw: RawServers) -> None:
+async def test_absolute_redirect_to_another_server(raw: RawServers, make_check: MakeCheck) -> None:
     final = await raw.start(answer(response(503, b"down")))
     first = await raw.start(redirecting(lambda _r: f"{final.base}/status", status=301))
 
@@ -712,7 +760,7 @@ async def test_absolute_redirect_to_another_server(raw: RawServers) -> None:
     assert final.requests[0].headers["host"] == f"{HOST}:{final.port}"
 
 
-async def test_redirect_loop_is_too_many_redirects(raw: RawServers) -> None:
+async def test_redirect_loop_is_too_many_redirects(raw: RawServers, make_check: MakeCheck) -> None:
     server = await raw.start(redirecting(lambda _r: "/again"))
 
     result = await run_check(make_check(f"{server.base}/"))
@@ -721,7 +769,7 @@ async def test_redirect_loop_is_too_many_redirects(raw: RawServers) -> None:
     assert len(server.requests) == httpclient.MAX_REDIRECTS
 
 
-async def test_nine_redirects_are_followed(raw: RawServers) -> None:
+async def test_nine_redirects_are_followed(raw: RawServers, make_check: MakeCheck) -> None:
     def hop(request: RawRequest) -> str | None:
         step = int(request.target.strip("/") or 0)
         return f"/{step + 1}" if step < 9 else None
@@ -733,7 +781,7 @@ async def test_nine_redirects_are_followed(raw: RawServers) -> None:
     assert (result.up, result.reason) == (True, None)
 
 
-async def test_303_turns_post_into_get(raw: RawServers) -> None:
+async def test_303_turns_post_into_get(raw: RawServers, make_check: MakeCheck) -> None:
     server = await raw.start(redirecting(lambda r: "/result" if r.method == "POST" else None, status=303))
 
     result = await run_check(make_check(f"{server.base}/submit", method="POST", expect_body="^GET /result$"))
@@ -743,7 +791,7 @@ async def test_303_turns_post_into_get(raw: RawServers) -> None:
     assert "content-length" not in server.requests[1].headers
 
 
-async def test_307_keeps_the_method(raw: RawServers) -> None:
+async def test_307_keeps_the_method(raw: RawServers, make_check: MakeCheck) -> None:
     server = await raw.start(redirecting(lambda r: "/there" if r.target == "/" else None, status=307))
 
     result = await run_check(make_check(f"{server.base}/", method="PUT", expect_body="^PUT /there$"))
@@ -752,7 +800,7 @@ async def test_307_keeps_the_method(raw: RawServers) -> None:
 
 
 async def test_https_redirect_is_followed_over_tls_as_configured(
-    servers: LoopbackServers, tls_ca: trustme.CA
+    servers: LoopbackServers, tls_ca: trustme.CA, make_check: MakeCheck
 ) -> None:
     async def moved(_request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("/health")
@@ -787,7 +835,9 @@ async def settle(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
     [b"", response(200, b"x" * 10, {"Content-Length": "1000"})],
     ids=["no-answer", "body-stalls"],
 )
-async def test_timed_out_runs_close_their_sockets(raw: RawServers, stall: bytes) -> None:
+async def test_timed_out_runs_close_their_sockets(
+    raw: RawServers, stall: bytes, make_check: MakeCheck
+) -> None:
     server = await raw.start(answer(stall, "hang"))
     runs = 100
     before = open_fds()
@@ -815,7 +865,9 @@ def self_signed_server_context() -> ssl.SSLContext:
     return context
 
 
-async def test_tls_verify_false_accepts_a_self_signed_certificate(servers: LoopbackServers) -> None:
+async def test_tls_verify_false_accepts_a_self_signed_certificate(
+    servers: LoopbackServers, make_check: MakeCheck
+) -> None:
     base = await servers.http({"/": json_handler({"status": "ok"})}, ssl_context=self_signed_server_context())
 
     unverified = await run_check(make_check(f"{base}/", tls_verify=False, expect_json={"status": "ok"}))

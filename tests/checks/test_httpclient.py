@@ -20,6 +20,7 @@ from checks.httpclient import (
     PreparedRequest,
     Response,
 )
+from checks.tls import TlsOptions
 from monitor import __version__
 from tests.checks.raw_servers import Ending, RawRequest, RawServers, answer, response
 from tests.fakes.servers import HOST
@@ -30,7 +31,7 @@ UA = f"monitor/{__version__}"
 def prepared(
     url: str, method: str = "GET", keep_body: bool = True, max_body: int = 1_000_000, **headers: str
 ) -> PreparedRequest:
-    return PreparedRequest(method, url, headers, tls_verify=True, keep_body=keep_body, max_body=max_body)
+    return PreparedRequest(method, url, headers, tls=TlsOptions(), keep_body=keep_body, max_body=max_body)
 
 
 async def fetch(request: PreparedRequest) -> tuple[Response, bytes]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
+import aiohttp
 import pytest
 import trustme
 from pydantic import ValidationError
@@ -19,9 +21,19 @@ from tests.fakes.servers import HOST, LoopbackServers, refused_port, tls_server_
 SECRET = "Bearer ws-s3cr3t"
 
 
-def make_check(url: str, **options: Any) -> WebSocketCheck:
-    table = {"name": "collab-ws", "type": "websocket", "url": url, **options}
-    return WebSocketCheck(WebSocketCheckConfig.model_validate(table), CheckDeps(http=None))  # type: ignore[arg-type]
+MakeCheck = Callable[..., WebSocketCheck]
+
+
+@pytest.fixture
+def make_check(http_session: aiohttp.ClientSession) -> MakeCheck:
+    """Builds a check with the deps the daemon gives every check (its one session)."""
+    deps = CheckDeps(http=http_session)
+
+    def make(url: str, **options: Any) -> WebSocketCheck:
+        table = {"name": "collab-ws", "type": "websocket", "url": url, **options}
+        return WebSocketCheck(WebSocketCheckConfig.model_validate(table), deps)
+
+    return make
 
 
 async def ping_pong(connection: ServerConnection) -> None:
@@ -29,7 +41,7 @@ async def ping_pong(connection: ServerConnection) -> None:
         await connection.send("pong" if message == '{"type":"ping"}' else f"echo {message}")
 
 
-async def test_handshake_only(servers: LoopbackServers) -> None:
+async def test_handshake_only(servers: LoopbackServers, make_check: MakeCheck) -> None:
     url = await servers.websocket(ping_pong)
 
     result = await run_check(make_check(url))
@@ -39,7 +51,7 @@ async def test_handshake_only(servers: LoopbackServers) -> None:
     assert "roundtrip_ms" not in result.samples
 
 
-async def test_send_and_expect_round_trip(servers: LoopbackServers) -> None:
+async def test_send_and_expect_round_trip(servers: LoopbackServers, make_check: MakeCheck) -> None:
     closes: list[int | None] = []
 
     async def handler(connection: ServerConnection) -> None:
@@ -57,7 +69,9 @@ async def test_send_and_expect_round_trip(servers: LoopbackServers) -> None:
     assert closes == [1000]  # closed cleanly, not dropped
 
 
-async def test_expect_without_send_waits_for_the_first_message(servers: LoopbackServers) -> None:
+async def test_expect_without_send_waits_for_the_first_message(
+    servers: LoopbackServers, make_check: MakeCheck
+) -> None:
     async def greeter(connection: ServerConnection) -> None:
         await connection.send("hello v2")
         await connection.wait_closed()
@@ -70,7 +84,9 @@ async def test_expect_without_send_waits_for_the_first_message(servers: Loopback
     assert "roundtrip_ms" in result.samples
 
 
-async def test_send_without_expect_does_not_wait_for_a_reply(servers: LoopbackServers) -> None:
+async def test_send_without_expect_does_not_wait_for_a_reply(
+    servers: LoopbackServers, make_check: MakeCheck
+) -> None:
     received: list[str | bytes] = []
 
     async def silent(connection: ServerConnection) -> None:
@@ -86,7 +102,7 @@ async def test_send_without_expect_does_not_wait_for_a_reply(servers: LoopbackSe
     assert received == ["hello"]
 
 
-async def test_headers_are_sent(servers: LoopbackServers) -> None:
+async def test_headers_are_sent(servers: LoopbackServers, make_check: MakeCheck) -> None:
     seen: list[str | None] = []
 
     def record(connection: ServerConnection, request: Request) -> Response | None:
@@ -102,7 +118,7 @@ async def test_headers_are_sent(servers: LoopbackServers) -> None:
 
 
 async def test_headers_over_tls_are_sent_only_by_the_check_that_has_them(
-    servers: LoopbackServers, tls_ca: trustme.CA
+    servers: LoopbackServers, tls_ca: trustme.CA, make_check: MakeCheck
 ) -> None:
     seen: list[str | None] = []
 
@@ -120,7 +136,7 @@ async def test_headers_over_tls_are_sent_only_by_the_check_that_has_them(
     assert seen == [SECRET, None, SECRET]
 
 
-async def test_handshake_refused(servers: LoopbackServers) -> None:
+async def test_handshake_refused(servers: LoopbackServers, make_check: MakeCheck) -> None:
     def forbid(connection: ServerConnection, request: Request) -> Response:
         return connection.respond(HTTPStatus.FORBIDDEN, "forbidden\n")
 
@@ -131,7 +147,7 @@ async def test_handshake_refused(servers: LoopbackServers) -> None:
     assert (result.up, result.reason) == (False, "handshake refused: status 403")
 
 
-async def test_reply_mismatch(servers: LoopbackServers) -> None:
+async def test_reply_mismatch(servers: LoopbackServers, make_check: MakeCheck) -> None:
     url = await servers.websocket(ping_pong)
 
     result = await run_check(make_check(url, send="hi", expect="pong"))
@@ -140,7 +156,7 @@ async def test_reply_mismatch(servers: LoopbackServers) -> None:
     assert "roundtrip_ms" in result.samples
 
 
-async def test_refused_port() -> None:
+async def test_refused_port(make_check: MakeCheck) -> None:
     with refused_port() as port:
         result = await run_check(make_check(f"ws://{HOST}:{port}/"))
 
@@ -149,6 +165,7 @@ async def test_refused_port() -> None:
 
 async def test_silent_server_costs_the_timeout_and_the_connection_is_dropped(
     servers: LoopbackServers,
+    make_check: MakeCheck,
 ) -> None:
     ended = asyncio.Event()
 
@@ -166,7 +183,7 @@ async def test_silent_server_costs_the_timeout_and_the_connection_is_dropped(
     await asyncio.wait_for(ended.wait(), timeout=2)
 
 
-async def test_server_closing_before_replying(servers: LoopbackServers) -> None:
+async def test_server_closing_before_replying(servers: LoopbackServers, make_check: MakeCheck) -> None:
     async def hang_up(connection: ServerConnection) -> None:
         await connection.close(1011, "boom")
 
@@ -180,7 +197,9 @@ async def test_server_closing_before_replying(servers: LoopbackServers) -> None:
     assert "1011" in result.reason
 
 
-async def test_untrusted_certificate_fails_verification(servers: LoopbackServers, tls_ca: trustme.CA) -> None:
+async def test_untrusted_certificate_fails_verification(
+    servers: LoopbackServers, tls_ca: trustme.CA, make_check: MakeCheck
+) -> None:
     url = await servers.websocket(ping_pong, ssl_context=tls_server_context(tls_ca))
 
     result = await run_check(make_check(url))
@@ -191,7 +210,7 @@ async def test_untrusted_certificate_fails_verification(servers: LoopbackServers
 
 
 async def test_tls_verify_false_accepts_an_untrusted_certificate(
-    servers: LoopbackServers, tls_ca: trustme.CA
+    servers: LoopbackServers, tls_ca: trustme.CA, make_check: MakeCheck
 ) -> None:
     url = await servers.websocket(ping_pong, ssl_context=tls_server_context(tls_ca))
 
@@ -215,7 +234,7 @@ def test_secrets_never_shown() -> None:
         assert "q-secret" not in text
 
 
-def test_target_is_host_with_named_port() -> None:
+async def test_target_is_host_with_named_port(make_check: MakeCheck) -> None:
     assert make_check("wss://collab.example.com").target() == "collab.example.com"
     assert make_check("ws://collab.example.com:8081/ws").target() == "collab.example.com:8081"
 
