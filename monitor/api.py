@@ -25,6 +25,7 @@ log = logging.getLogger("monitor.api")
 MAX_BODY_BYTES = 64 * 1024  # an ack or a silence is a few hundred bytes: more is a mistake or an attack
 MAX_JSON_DEPTH = 32  # our bodies are two levels deep; the limit keeps the parser far from recursion limits
 _MAX_NUMBER_DIGITS = 100  # no field takes a number: a long one only costs CPU to convert
+MAX_REASON_BYTES = 1024  # a heartbeat's failure reason (SPEC 13): a line, not the job's whole log
 _SILENCE_KEYS = ("checks", "start", "end", "comment")
 _ACK_KEYS = ("by", "comment")
 
@@ -49,6 +50,13 @@ class ApiSource(Protocol):
         self, checks: list[str], start: float, end: float, comment: str
     ) -> dict[str, Any]: ...
     async def delete_silence(self, silence_id: str) -> bool: ...
+    def heartbeat_token(self, name: str) -> str | None:
+        """The token of the heartbeat check `name`; None when there is no such heartbeat."""
+        ...
+
+    async def heartbeat_ping(self, name: str, ok: bool, reason: str | None) -> float:
+        """Record a ping (ok False: a reported failure); its time. StoreError when not stored."""
+        ...
 
 
 class BadRequest(ValueError):
@@ -138,6 +146,35 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def _same_token(given: str, token: str) -> bool:
+    """Constant-time. Header bytes that are not UTF-8 arrive surrogate-escaped (an env token may too)."""
+    given_bytes, token_bytes = (t.encode("utf-8", "surrogateescape") for t in (given, token))
+    return hmac.compare_digest(given_bytes, token_bytes)
+
+
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+def _unauthorized(message: str) -> web.Response:
+    return web.json_response({"error": message}, status=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def _reason_of(request: web.Request) -> str | None:
+    """A fail ping's optional body, the reason, as one line: any bytes are taken (invalid UTF-8
+    replaced); more than MAX_REASON_BYTES is a 413."""
+    declared = request.content_length or 0
+    raw = b""
+    while declared <= MAX_REASON_BYTES and len(raw) <= MAX_REASON_BYTES:
+        if not (chunk := await request.content.read(MAX_REASON_BYTES + 1 - len(raw))):
+            break
+        raw += chunk
+    if max(declared, len(raw)) > MAX_REASON_BYTES:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_REASON_BYTES, actual_size=max(declared, len(raw)))
+    return " ".join(raw.decode("utf-8", "replace").replace("\x00", " ").split()) or None
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
 
@@ -150,7 +187,8 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
     elif isinstance(exc, web.HTTPMethodNotAllowed):
         message = f"method {request.method} not allowed (allowed: {', '.join(sorted(exc.allowed_methods))})"
     elif isinstance(exc, web.HTTPRequestEntityTooLarge):
-        message = f"body: larger than {MAX_BODY_BYTES} bytes"
+        limit = MAX_REASON_BYTES if request.path.startswith("/api/v1/heartbeats/") else MAX_BODY_BYTES
+        message = f"body: larger than {limit} bytes"
     else:
         message = exc.reason
     return _error(exc.status, message, headers)
@@ -185,14 +223,9 @@ def build_app(source: ApiSource) -> web.Application:
         token = source.api_token
         if not token:
             return _error(403, "write endpoints are disabled: set monitor.api_token")
-        given = request.headers.get("Authorization", "")
-        scheme, _, value = given.partition(" ")
-        # Header bytes that are not UTF-8 arrive surrogate-escaped (and an env token may be too).
-        given_bytes, token_bytes = (t.encode("utf-8", "surrogateescape") for t in (value.strip(), token))
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given_bytes, token_bytes):
-            return web.json_response(
-                {"error": "missing or wrong bearer token"}, status=401, headers={"WWW-Authenticate": "Bearer"}
-            )
+        given = _bearer(request)
+        if given is None or not _same_token(given, token):
+            return _unauthorized("missing or wrong bearer token")
         return None
 
     async def body_of(request: web.Request) -> dict[str, Any]:
@@ -295,6 +328,27 @@ def build_app(source: ApiSource) -> web.Application:
             return _error(404, "no such silence")
         return web.Response(status=204)
 
+    async def heartbeat(request: web.Request, ok: bool) -> web.Response:
+        """A job reports in (SPEC 13), with its heartbeat's own token: not monitor.api_token."""
+        name = request.match_info["name"]
+        token = source.heartbeat_token(name)
+        if token is None:
+            return _error(404, "no such heartbeat check")
+        given = _bearer(request)
+        if given is None:
+            given = request.query.get("token")
+        if given is None or not _same_token(given, token):
+            return _unauthorized("missing or wrong heartbeat token (bearer header or ?token=)")
+        reason = None if ok else await _reason_of(request)
+        at = await source.heartbeat_ping(name, ok, reason)
+        return web.json_response({"check": name, "at": iso(at), "ok": ok})
+
+    async def ping(request: web.Request) -> web.Response:
+        return await heartbeat(request, ok=True)
+
+    async def fail(request: web.Request) -> web.Response:
+        return await heartbeat(request, ok=False)
+
     async def status_page(_: web.Request) -> web.Response:
         return web.Response(
             text=render_status(source.checks_view(history=True), await source.alerts_view(None)),
@@ -310,6 +364,9 @@ def build_app(source: ApiSource) -> web.Application:
     app.router.add_get("/api/v1/silences", list_silences)
     app.router.add_post("/api/v1/silences", add_silence)
     app.router.add_delete("/api/v1/silences/{id}", delete_silence)
+    for path, handler in (("/api/v1/heartbeats/{name}", ping), ("/api/v1/heartbeats/{name}/fail", fail)):
+        app.router.add_post(path, handler)
+        app.router.add_get(path, handler)  # `curl -fsS URL` in a crontab
     app.router.add_get("/", status_page)
     return app
 

@@ -29,7 +29,7 @@ from monitor.once import build_notifiers, new_http_session
 from monitor.runner import run_check
 from monitor.runtime import CheckRuntime, alert_policy, build_runtimes, summary
 from monitor.scheduler import Scheduler
-from monitor.store import StoreError, StoreWriter, WatchedStore, make_store
+from monitor.store import HeartbeatBook, StoreError, StoreWriter, WatchedStore, make_store
 from monitor.views import alert_view, silence_view
 
 log = logging.getLogger("monitor.daemon")
@@ -72,7 +72,9 @@ class Daemon:
         watched = WatchedStore(make_store(config.monitor.state), self.metrics.store_failed)
         self.store = StoreWriter(watched, self.metrics.store_commits.inc)
         self._session = new_http_session()
-        self._deps = CheckDeps(http=self._session)
+        # Heartbeat checks' first-configured times and latest pings, over the store (SPEC 13).
+        self.heartbeats = HeartbeatBook(self.store, self.clock)
+        self._deps = CheckDeps(http=self._session, heartbeats=self.heartbeats)
         self.outbox = self._new_outbox(config)
         self.runtimes: dict[str, CheckRuntime] = {}
         self.alerts = AlertPipeline(alert_policy(config, self.runtimes), self.store, self.outbox, self.clock)
@@ -112,6 +114,7 @@ class Daemon:
         self.store.start()  # before anything writes: loading the outbox may fail rows already
         await self.outbox.load()
         await self.alerts.load()
+        await self.heartbeats.configure(self._heartbeat_names())
         self.outbox.start()
         self._tasks.append(asyncio.create_task(self.alerts.run(TICK_S), name="alerts-tick"))
         self._tasks.append(asyncio.create_task(self._retry_store_forever(), name="store-retry"))
@@ -231,6 +234,7 @@ class Daemon:
             if self.runtimes.get(name) is not rt:
                 self.scheduler.add(name, rt.check.config.interval)
         self.runtimes = fresh
+        await self.heartbeats.configure(self._heartbeat_names())
         if new.notifiers != self.config.notifiers:
             await self.outbox.reconfigure(build_notifiers(new, self._session))
         self.alerts.policy = alert_policy(new, fresh)
@@ -286,6 +290,9 @@ class Daemon:
             child.set_function(lambda severity=severity: self.alerts.firing_counts()[severity])
         self.metrics.outbox_pending.set_function(lambda: self.outbox.pending)
 
+    def _heartbeat_names(self) -> list[str]:
+        return [name for name, rt in self.runtimes.items() if rt.check.type == "heartbeat"]
+
     # ------------------------------------------------------------ API source
 
     @property
@@ -329,6 +336,16 @@ class Daemon:
 
     async def delete_silence(self, silence_id: str) -> bool:
         return await self.alerts.delete_silence(silence_id)
+
+    def heartbeat_token(self, name: str) -> str | None:
+        rt = self.runtimes.get(name)
+        if rt is None or rt.check.type != "heartbeat":
+            return None
+        token: str = rt.check.config.token.get_secret_value()
+        return token
+
+    async def heartbeat_ping(self, name: str, ok: bool, reason: str | None) -> float:
+        return await self.heartbeats.ping(name, ok, reason)
 
     async def ready(self) -> tuple[bool, str]:
         if not self._started:
