@@ -25,7 +25,7 @@ def _seconds(value: Any) -> float | None:
 
 def _span(seconds: float) -> str:
     """A time since, as people say it: `1d 2h`, `5m 3s`, `42s` (two units at most)."""
-    left = round(seconds)
+    left = int(seconds)
     parts = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if left >= size or (unit == "s" and not parts):
