@@ -289,6 +289,10 @@ class Daemon:
             child = self.metrics.alerts_firing.labels(severity)
             child.set_function(lambda severity=severity: self.alerts.firing_counts()[severity])
         self.metrics.outbox_pending.set_function(lambda: self.outbox.pending)
+        self.metrics.storm_active.set_function(lambda: int(self.alerts.storm is not None))
+        for reason in self.alerts.suppressed_counts():
+            child = self.metrics.alerts_suppressed.labels(reason)
+            child.set_function(lambda reason=reason: self.alerts.suppressed_counts()[reason])
 
     def _heartbeat_names(self) -> list[str]:
         return [name for name, rt in self.runtimes.items() if rt.check.type == "heartbeat"]

@@ -128,6 +128,15 @@ class Metrics:
         )
         for severity in ("warning", "critical"):
             self.alerts_firing.labels(severity)
+        self.storm_active = Gauge(
+            "monitor_storm_active", "1 while a storm is on (many checks down at once), else 0.", registry=r
+        )
+        self.alerts_suppressed = Gauge(
+            "monitor_alerts_suppressed",
+            "Active alerts not notified, by reason (maintenance|silence|dependency|down|flapping|uplink|storm).",
+            ["reason"],
+            registry=r,
+        )
         self.scheduler_lag = Histogram(
             "monitor_scheduler_lag_seconds",
             "Actual start minus scheduled start of check runs.",

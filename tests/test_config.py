@@ -659,3 +659,36 @@ def test_models_keep_their_own_given_keys() -> None:
     b = HttpCheckConfig.model_validate({"name": "b", "type": "http", "url": "http://h/"})
     assert a.__pydantic_fields_set__ == b.__pydantic_fields_set__
     assert a.__pydantic_fields_set__ is not b.__pydantic_fields_set__
+
+
+# ---------------------------------------------------------------- storms (SPEC section 12)
+
+
+def test_storm_guard_default_table_and_off() -> None:
+    default = parse_config(BASE, {}).alerts.storm
+    assert default is not None and (default.checks, default.window) == (10, 60.0)
+    assert parse_config('[alerts]\nstorm = false\n' + BASE, {}).alerts.storm is None
+    table = parse_config('[alerts]\nstorm = { checks = 50, window = "5m" }\n' + BASE, {}).alerts.storm
+    assert table is not None and (table.checks, table.window) == (50, 300.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[monitor]\nuplink = ["web", "gateway"]\n' + BASE, 'monitor.uplink[1]: unknown check "gateway"'),
+        ("[alerts]\nstorm = { checks = 0 }\n" + BASE, "alerts.storm.checks"),
+        ("[alerts]\nstorm = { check = 5 }\n" + BASE, "alerts.storm.check: unknown key"),
+        ('[alerts]\nstorm = { window = "soon" }\n' + BASE, "alerts.storm.window"),
+        ('[alerts]\nstorm = "off"\n' + BASE, "alerts.storm"),
+    ],
+    ids=["uplink-unknown-check", "storm-checks-zero", "storm-unknown-key", "storm-bad-window", "storm-not-a-table"],
+)
+def test_storm_and_uplink_errors_name_the_key(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, {})
+    assert expected in str(info.value)
+
+
+def test_uplink_names_checks() -> None:
+    config = parse_config('[monitor]\nuplink = ["web"]\n' + BASE, {})
+    assert config.monitor.uplink == ["web"]

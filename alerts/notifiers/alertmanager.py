@@ -9,6 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, field_validator
 
 from alerts.notifiers.base import (
+    STORM_EVENTS,
     Delivery,
     Notification,
     Notifier,
@@ -84,12 +85,27 @@ def build_alerts(n: Notification) -> list[dict[str, Any]]:
     Alertmanager ends it after its `resolve_timeout` (5m by default) unless it is sent again, as
     Prometheus does every evaluation: give routes to this notifier a `repeat` shorter than that,
     or raise `resolve_timeout`."""
+    if n.event in STORM_EVENTS:
+        return build_storm_alerts(n)
     alert: dict[str, Any] = {
         "labels": labels(n),
         "annotations": annotations(n),
         "startsAt": iso(n.started_at),
     }
     if n.event == "resolved":
+        alert["endsAt"] = iso(n.resolved_at if n.resolved_at is not None else n.created_at)
+    return [alert]
+
+
+def build_storm_alerts(n: Notification) -> list[dict[str, Any]]:
+    """One alert for the whole storm, `alertname="monitor_storm"`, labelled with the storm's id;
+    ended (`endsAt`) when the storm is over."""
+    alert: dict[str, Any] = {
+        "labels": {"alertname": "monitor_storm", "severity": "critical", "storm": n.alert_id},
+        "annotations": {"summary": n.summary, "description": n.summary},
+        "startsAt": iso(n.started_at),
+    }
+    if n.event == "storm_over":
         alert["endsAt"] = iso(n.resolved_at if n.resolved_at is not None else n.created_at)
     return [alert]
 

@@ -15,6 +15,7 @@ import aiosmtplib
 from pydantic import AfterValidator, Field, SecretStr
 
 from alerts.notifiers.base import (
+    STORM_EVENTS,
     Delivery,
     Failed,
     Notification,
@@ -55,6 +56,8 @@ COLOURS = {
     "acknowledged": "#546e7a",
     "flapping": "#6a1b9a",
     "test": "#1565c0",
+    "storm": "#b71c1c",
+    "storm_over": "#2e7d32",
 }
 
 
@@ -83,6 +86,8 @@ def _one_line(text: str) -> str:
 
 def intro(n: Notification) -> str:
     """The first sentence of the body: what happened, in words."""
+    if n.event in STORM_EVENTS:
+        return storm_intro(n)
     if n.event == "firing":
         return f"{n.check} breached its {n.severity} threshold for {n.metric}."
     if n.event == "resolved":
@@ -99,6 +104,8 @@ def intro(n: Notification) -> str:
 
 def facts(n: Notification) -> list[tuple[str, str]]:
     """The rows both bodies show (SPEC section 5: every notification carries these)."""
+    if n.event in STORM_EVENTS:
+        return storm_facts(n)
     rows = [
         ("Severity", n.severity),
         ("Check", f"{n.check} ({n.check_type})"),
@@ -124,6 +131,23 @@ def facts(n: Notification) -> list[tuple[str, str]]:
         ("Alert id", n.alert_id),
     ]
     return rows
+
+
+def storm_intro(n: Notification) -> str:
+    if n.event == "storm_over":
+        return "The storm is over: the checks listed are still down, and are not notified one by one."
+    return "Many checks went down at once: one mail for all of them, not one each."
+
+
+def storm_facts(n: Notification) -> list[tuple[str, str]]:
+    rows = [
+        ("Checks down", f"{n.storm_count or 0:,}"),
+        ("Checks", ", ".join(n.storm_checks) or "none"),
+        ("Since", iso(n.started_at) or ""),
+    ]
+    if n.resolved_at is not None:
+        rows.append(("Over", iso(n.resolved_at) or ""))
+    return [*rows, ("Storm id", n.alert_id)]
 
 
 def text_body(n: Notification) -> str:

@@ -6,7 +6,15 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from alerts.notifiers.base import Delivery, Notification, Notifier, NotifierConfig, iso, require_http_url
+from alerts.notifiers.base import (
+    STORM_EVENTS,
+    Delivery,
+    Notification,
+    Notifier,
+    NotifierConfig,
+    iso,
+    require_http_url,
+)
 from monitor.models import MaskedUrl, Secret
 from monitor.text import shorten
 
@@ -18,6 +26,8 @@ ACTIONS = {
     "test": "trigger",
     "acknowledged": "acknowledge",
     "resolved": "resolve",
+    "storm": "trigger",
+    "storm_over": "resolve",
 }
 SUMMARY_MAX = 1024  # PagerDuty truncates longer summaries; we cut first and say so with "…"
 DEDUP_KEY_MAX = 255
@@ -60,6 +70,8 @@ def build_event(n: Notification, routing_key: str) -> dict[str, Any]:
     """The Events API v2 body for one notification. PagerDuty reads `payload` and `links` on
     triggers only; they go with every action anyway, so that each event is complete on its own
     for whatever else reads it (proxies, logs, tests)."""
+    if n.event in STORM_EVENTS:
+        return build_storm_event(n, routing_key)
     return {
         "routing_key": routing_key,
         "event_action": ACTIONS[n.event],
@@ -75,6 +87,33 @@ def build_event(n: Notification, routing_key: str) -> dict[str, Any]:
             "custom_details": custom_details(n),
         },
         "links": [{"href": n.runbook, "text": "Runbook"}] if n.runbook else [],
+    }
+
+
+def build_storm_event(n: Notification, routing_key: str) -> dict[str, Any]:
+    """One incident for the whole storm: its dedup_key is the storm's id (`storm-<shard>-<start>`),
+    triggered at the start (again, with the new count, at each repeat), resolved when it is over."""
+    return {
+        "routing_key": routing_key,
+        "event_action": ACTIONS[n.event],
+        "dedup_key": n.alert_id[:DEDUP_KEY_MAX],
+        "payload": {
+            "summary": summary(n),
+            "source": "monitor",
+            "severity": "critical",
+            "timestamp": iso(n.created_at),
+            "component": "monitor",
+            "group": "storm",
+            "class": "storm",
+            "custom_details": {
+                "checks_down": n.storm_count,
+                "checks": list(n.storm_checks),
+                "window": n.storm_window_s,
+                "since": iso(n.started_at),
+                "over_at": iso(n.resolved_at),
+            },
+        },
+        "links": [],
     }
 
 

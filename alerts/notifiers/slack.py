@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr, field_validator
 
 from alerts.notifiers.base import (
+    STORM_EVENTS,
     Delivery,
     Notification,
     Notifier,
@@ -39,6 +40,8 @@ BADGES = {
     "acknowledged": ("\N{EYES}", "ACKNOWLEDGED"),
     "flapping": ("\N{CLOCKWISE RIGHTWARDS AND LEFTWARDS OPEN CIRCLE ARROWS}", "FLAPPING"),
     "test": ("\N{TEST TUBE}", "TEST"),
+    "storm": ("\N{THUNDER CLOUD AND RAIN}", "STORM"),
+    "storm_over": ("\N{WHITE HEAVY CHECK MARK}", "STORM OVER"),
 }
 
 
@@ -157,6 +160,8 @@ def build_message(n: Notification) -> dict[str, Any]:
     """The incoming-webhook body: `text` fallback plus Block Kit `blocks`. Firing: the incident
     template's fields (Severity, Component, Impact, Status, Started) and a runbook button;
     resolved adds the duration; acknowledged is one short line."""
+    if n.event in STORM_EVENTS:
+        return build_storm_message(n)
     if n.event == "acknowledged":
         who = escape(n.acknowledged_by or "someone")
         what = f"*{escape(n.check)}* `{escape(n.metric)}` ({n.severity})"
@@ -181,6 +186,21 @@ def build_message(n: Notification) -> dict[str, Any]:
         _context(n),
     ]
     return {"text": fallback_text(n), "blocks": blocks}
+
+
+def build_storm_message(n: Notification) -> dict[str, Any]:
+    """One message for the whole storm: its summary (the count and the first checks), and when
+    it began."""
+    emoji, word = BADGES[n.event]
+    began = f"began {_date(n.started_at)}"
+    if n.resolved_at is not None:
+        began += f", over {_date(n.resolved_at)}"
+    blocks = [
+        {"type": "header", "text": {"type": "plain_text", "text": f"{emoji} {word}", "emoji": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{escape(n.summary)}*"[:TEXT_MAX]}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": began}]},
+    ]
+    return {"text": f"{emoji} {word}: {n.summary}"[:TEXT_MAX], "blocks": blocks}
 
 
 class SlackNotifier(Notifier):

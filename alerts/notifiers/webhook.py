@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from alerts.notifiers.base import Delivery, Notification, Notifier, NotifierConfig, require_http_url
+from alerts.notifiers.base import STORM_EVENTS, Delivery, Notification, Notifier, NotifierConfig, iso, require_http_url
 from monitor.models import MaskedUrl, Secret
 
 VERSION = "1"
@@ -24,7 +24,9 @@ def build_body(n: Notification) -> dict[str, Any]:
     """`status` is "resolved" for a resolve, else "firing" (an acknowledged or flapping alert
     still fires; a test reads as a firing alert); `event` says which notification this is.
     `summary`, `acknowledged_by` and `note` are always there (null when they do not apply), so
-    that receivers can rely on one shape."""
+    that receivers can rely on one shape. A storm has a body of its own (build_storm_body)."""
+    if n.event in STORM_EVENTS:
+        return build_storm_body(n)
     return {
         "version": VERSION,
         "status": "resolved" if n.event == "resolved" else "firing",
@@ -33,6 +35,29 @@ def build_body(n: Notification) -> dict[str, Any]:
         "acknowledged_by": n.acknowledged_by,
         "note": n.note,
         "alert": n.alert_fields(),
+    }
+
+
+def build_storm_body(n: Notification) -> dict[str, Any]:
+    """`event` is "storm" for the whole storm: `status` "firing" at its start and each repeat,
+    "resolved" when it is over (`storm.checks` then lists those still down). `alert` is null:
+    the storm stands for many alerts."""
+    return {
+        "version": VERSION,
+        "status": "resolved" if n.event == "storm_over" else "firing",
+        "event": "storm",
+        "summary": n.summary,
+        "acknowledged_by": None,
+        "note": None,
+        "alert": None,
+        "storm": {
+            "id": n.alert_id,
+            "started_at": iso(n.started_at),
+            "ended_at": iso(n.resolved_at),
+            "count": n.storm_count,
+            "checks": list(n.storm_checks),
+            "window_s": n.storm_window_s,
+        },
     }
 
 

@@ -314,7 +314,8 @@ def pagerduty_problems(body: Any) -> list[str]:
         if not isinstance(details, dict):
             problems.append("payload.custom_details: expected an object")
         else:
-            problems += _keys_problem("payload.custom_details", details, CUSTOM_DETAILS_KEYS)
+            keys = STORM_DETAILS_KEYS if str(body.get("dedup_key")).startswith("storm-") else CUSTOM_DETAILS_KEYS
+            problems += _keys_problem("payload.custom_details", details, keys)
     links = body.get("links", [])
     if not isinstance(links, list):
         problems.append("links: expected a list")
@@ -455,7 +456,9 @@ WEBHOOK_ALERT_KEYS = {
     "labels",
     "runbook",
 }
-WEBHOOK_EVENTS = {"firing", "resolved", "acknowledged", "flapping", "test"}
+WEBHOOK_EVENTS = {"firing", "resolved", "acknowledged", "flapping", "test", "storm"}
+STORM_DETAILS_KEYS = {"checks_down", "checks", "window", "since", "over_at"}  # a storm's incident
+WEBHOOK_STORM_KEYS = {"id", "started_at", "ended_at", "count", "checks", "window_s"}
 
 
 def webhook_problems(body: Any) -> list[str]:
@@ -463,7 +466,7 @@ def webhook_problems(body: Any) -> list[str]:
     if not isinstance(body, dict):
         return ["body: expected a JSON object"]
     problems = _keys_problem(
-        "body", body, {"version", "status", "alert"}, {"event", "summary", "acknowledged_by", "note"}
+        "body", body, {"version", "status", "alert"}, {"event", "summary", "acknowledged_by", "note", "storm"}
     )
     if body.get("version") != "1":
         problems.append(f'version: expected "1", got {body.get("version")!r}')
@@ -472,6 +475,15 @@ def webhook_problems(body: Any) -> list[str]:
         problems.append(f"status: not firing or resolved: {status!r}")
     if "event" in body and body["event"] not in WEBHOOK_EVENTS:
         problems.append(f"event: unknown {body['event']!r}")
+    if body.get("event") == "storm":  # one body for many alerts: `alert` is null, `storm` says it
+        storm = body.get("storm")
+        if body.get("alert") is not None or not isinstance(storm, dict):
+            return [*problems, "storm: expected an object, and alert null"]
+        problems += _keys_problem("storm", storm, WEBHOOK_STORM_KEYS)
+        problems += _time_problem("storm.started_at", storm.get("started_at"), utc=True)
+        if not isinstance(storm.get("count"), int) or not isinstance(storm.get("checks"), list):
+            problems.append("storm: count must be a number and checks a list")
+        return problems
     alert = body.get("alert")
     if not isinstance(alert, dict):
         return [*problems, "alert: expected an object"]
