@@ -416,6 +416,7 @@ def test_schema_lists_every_check_and_notifier_type(capsys: pytest.CaptureFixtur
         "TcpCheckConfig",
         "WebSocketCheckConfig",
         "PostgresCheckConfig",
+        "HeartbeatCheckConfig",
     }
     notifier_refs = schema["properties"]["notifiers"]["additionalProperties"]["oneOf"]
     assert len(notifier_refs) == 5
