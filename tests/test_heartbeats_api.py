@@ -351,3 +351,23 @@ def test_the_gets_take_the_token_in_the_query_and_the_posts_name_the_heartbeat_s
         operation = _described(path)
         assert [p["name"] for p in operation("get")["parameters"]] == ["name", "token"]
         assert operation("post")["security"] == [{"heartbeat": []}, {"heartbeatQuery": []}]
+
+
+async def test_a_heartbeat_added_by_a_reload_waits_from_the_reload(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "monitor.toml"
+    path.write_text(config("memory").replace(f'name = "{NAME}"', 'name = "later"'))
+    daemon = Daemon(
+        parse_config(path.read_text(), {}), clock=clock, registry=CollectorRegistry(), config_path=str(path)
+    )
+    await daemon.start()
+    try:
+        clock.advance(DAY * 3)
+        path.write_text(config("memory"))
+        assert await daemon.reload()
+        clock.advance(DAY)
+        result = await run(daemon)
+        assert result.up and result.reason is not None and result.reason.startswith("waiting")
+        status, _ = await call(daemon, "GET", f"/api/v1/heartbeats/{NAME}", query_token=TOKEN)
+        assert status == 200
+    finally:
+        await daemon.stop()
