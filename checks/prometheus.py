@@ -239,7 +239,7 @@ class PrometheusCheck(Check):
         self._headers = {"Accept": "application/json"} | {
             name: value.get_secret_value() for name, value in self.config.headers.items()
         }
-        # True: the session's own verifying context (the daemon's trust store).
+        # True: the session's own verifying context (the daemon's trust store); False: none.
         self._ssl = self.config.tls_verify
 
     def target(self) -> str:
@@ -258,9 +258,10 @@ class PrometheusCheck(Check):
             for o in outcomes
             if o.failure is not None or o.no_data
         ]
-        reason = shorten("; ".join(notes), _REASON_CHARS) if notes else None
+        if not notes:
+            return CheckResult.success(latency_ms, **samples)
+        reason = shorten("; ".join(notes), _REASON_CHARS)
         if any(o.failure is not None for o in outcomes):
-            assert reason is not None
             return CheckResult.failure(reason, latency_ms, **samples)
         # Succeeded, but a query without data says so: its row keeps its state.
         return CheckResult(True, latency_ms, samples, reason)
