@@ -416,6 +416,7 @@ def test_schema_lists_every_check_and_notifier_type(capsys: pytest.CaptureFixtur
         "TcpCheckConfig",
         "WebSocketCheckConfig",
         "PostgresCheckConfig",
+        "PrometheusCheckConfig",
         "HeartbeatCheckConfig",
     }
     notifier_refs = schema["properties"]["notifiers"]["additionalProperties"]["oneOf"]
