@@ -129,13 +129,15 @@ def test_small_config_loads_no_optional_library(tmp_path: Path) -> None:
 def test_only_the_types_a_config_names_are_imported(tmp_path: Path) -> None:
     steps = probe(tmp_path, SMALL)
     types = {n for n in steps["built"] if n.startswith(("checks.", "alerts.notifiers."))}
-    # checks.base and alerts.notifiers.base: the interfaces; the rest: the types SMALL names.
+    # checks.base and alerts.notifiers.base: the interfaces; the rest: the types SMALL names and
+    # the modules they are made of (the http client, TLS contexts).
     assert types == {
         "checks.base",
         "checks.http",
         "checks.httpclient",
         "checks.httpexchange",
         "checks.tcp",
+        "checks.tls",
         "alerts.notifiers.base",
         "alerts.notifiers.slack",
     }
