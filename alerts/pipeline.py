@@ -70,7 +70,9 @@ class AlertPipeline:
         self._hours = BusinessHours(policy.business_hours, policy.timezone)
         self._uplink = frozenset(policy.uplink)
         # A reload may change the routes: the storm's are looked up again by key.
-        self._storm_routes = {k: policy.routes_by_key[k] for k in self._storm_routes if k in policy.routes_by_key}
+        self._storm_routes = {
+            k: policy.routes_by_key[k] for k in self._storm_routes if k in policy.routes_by_key
+        }
 
     # ------------------------------------------------------------ state
 
@@ -380,7 +382,10 @@ class AlertPipeline:
         for alert in self.active.values():  # once per storm
             if alert.state is AlertState.RESOLVED or alert.notified_severity is not None:
                 continue
-            if alert.sticky in (None, Suppression.STORM) and stages.suppress(alert, now, self) is Suppression.STORM:
+            if (
+                alert.sticky in (None, Suppression.STORM)
+                and stages.suppress(alert, now, self) is Suppression.STORM
+            ):
                 alert.sticky = alert.suppressed = Suppression.STORM
                 self._unsaved.add(alert.id)
                 self._storm_track(alert)
@@ -421,7 +426,9 @@ class AlertPipeline:
         new = dataclasses.replace(storm, notified={**storm.notified, **dict.fromkeys(first + told, now)})
         if over:
             new.over_at = now
-        outgoing = [(n, new.notification("storm_over" if over else "storm", now, window_s)) for n in first + told]
+        outgoing = [
+            (n, new.notification("storm_over" if over else "storm", now, window_s)) for n in first + told
+        ]
         if over and not storm.notified:
             outgoing = []  # it never reached anyone: it ends as quietly as it began
         self._storm_writing = True
@@ -442,7 +449,10 @@ class AlertPipeline:
             self._storm_fired.clear()
             log.warning("storm over", extra={"reason": f"{len(storm.members)} checks still down"})
         elif first:
-            log.warning("storm notified", extra={"notifier": ",".join(first), "reason": f"{len(storm.members)} checks down"})
+            log.warning(
+                "storm notified",
+                extra={"notifier": ",".join(first), "reason": f"{len(storm.members)} checks down"},
+            )
 
     # ------------------------------------------------------------ API actions
 

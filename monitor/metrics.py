@@ -133,7 +133,8 @@ class Metrics:
         )
         self.alerts_suppressed = Gauge(
             "monitor_alerts_suppressed",
-            "Active alerts not notified, by reason (maintenance|silence|dependency|down|flapping|uplink|storm).",
+            "Active alerts not notified, by reason (maintenance|silence|dependency|down|flapping|"
+            "uplink|storm).",
             ["reason"],
             registry=r,
         )

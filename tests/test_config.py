@@ -683,7 +683,13 @@ def test_storm_guard_default_table_and_off() -> None:
         ('[alerts]\nstorm = { window = "soon" }\n' + BASE, "alerts.storm.window"),
         ('[alerts]\nstorm = "off"\n' + BASE, "alerts.storm"),
     ],
-    ids=["uplink-unknown-check", "storm-checks-zero", "storm-unknown-key", "storm-bad-window", "storm-not-a-table"],
+    ids=[
+        "uplink-unknown-check",
+        "storm-checks-zero",
+        "storm-unknown-key",
+        "storm-bad-window",
+        "storm-not-a-table",
+    ],
 )
 def test_storm_and_uplink_errors_name_the_key(text: str, expected: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -6,7 +6,15 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from alerts.notifiers.base import STORM_EVENTS, Delivery, Notification, Notifier, NotifierConfig, iso, require_http_url
+from alerts.notifiers.base import (
+    STORM_EVENTS,
+    Delivery,
+    Notification,
+    Notifier,
+    NotifierConfig,
+    iso,
+    require_http_url,
+)
 from monitor.models import MaskedUrl, Secret
 
 VERSION = "1"

@@ -60,9 +60,22 @@ def test_plan_storm_first_then_repeats_per_route_repeat() -> None:
         (FakeWorld(blinded={"backend-api"}, storm=True), Suppression.STORM, None, Suppression.UPLINK),
         (FakeWorld(blinded={"backend-api"}), Suppression.DOWN, None, Suppression.DOWN),
         (FakeWorld(), Suppression.STORM, None, Suppression.STORM),  # sticky after the storm
-        (FakeWorld(storm=True, maintenance={"backend-api": (T0, T0 + 60)}), None, None, Suppression.MAINTENANCE),
+        (
+            FakeWorld(storm=True, maintenance={"backend-api": (T0, T0 + 60)}),
+            None,
+            None,
+            Suppression.MAINTENANCE,
+        ),
     ],
-    ids=["storm", "notified-before", "uplink", "uplink-over-storm", "down-kept", "storm-sticky", "maintenance-first"],
+    ids=[
+        "storm",
+        "notified-before",
+        "uplink",
+        "uplink-over-storm",
+        "down-kept",
+        "storm-sticky",
+        "maintenance-first",
+    ],
 )
 def test_suppress_learns_uplink_and_storm(
     world: FakeWorld, sticky: Suppression | None, notified: str | None, expected: Suppression | None

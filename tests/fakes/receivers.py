@@ -314,7 +314,9 @@ def pagerduty_problems(body: Any) -> list[str]:
         if not isinstance(details, dict):
             problems.append("payload.custom_details: expected an object")
         else:
-            keys = STORM_DETAILS_KEYS if str(body.get("dedup_key")).startswith("storm-") else CUSTOM_DETAILS_KEYS
+            keys = (
+                STORM_DETAILS_KEYS if str(body.get("dedup_key")).startswith("storm-") else CUSTOM_DETAILS_KEYS
+            )
             problems += _keys_problem("payload.custom_details", details, keys)
     links = body.get("links", [])
     if not isinstance(links, list):

@@ -41,7 +41,9 @@ def test_notification_round_trips_through_the_outbox_json() -> None:
     assert Notification.from_json(n.to_json()) == n
 
 
-@pytest.mark.parametrize(("event", "action"), [("storm", "trigger"), ("storm_over", "resolve")], ids=["start", "over"])
+@pytest.mark.parametrize(
+    ("event", "action"), [("storm", "trigger"), ("storm_over", "resolve")], ids=["start", "over"]
+)
 def test_pagerduty_one_incident_for_the_storm(event: str, action: str) -> None:
     body = pagerduty.build_event(storm(event), "key")
     assert pagerduty_problems(body) == []
@@ -61,7 +63,9 @@ def test_slack_one_message() -> None:
     assert "STORM OVER" in over["text"] and "svc-00, svc-01" in over["text"]
 
 
-@pytest.mark.parametrize(("event", "status"), [("storm", "firing"), ("storm_over", "resolved")], ids=["start", "over"])
+@pytest.mark.parametrize(
+    ("event", "status"), [("storm", "firing"), ("storm_over", "resolved")], ids=["start", "over"]
+)
 def test_webhook_event_storm_with_status(event: str, status: str) -> None:
     body = webhook.build_body(storm(event))
     assert webhook_problems(body) == []
@@ -85,7 +89,12 @@ def test_alertmanager_one_monitor_storm_alert() -> None:
 
 def test_email_one_mail() -> None:
     config = email.EmailConfig.model_validate(
-        {"type": "email", "host": "smtp.example.com", "from": "monitor@example.com", "to": ["ops@example.com"]}
+        {
+            "type": "email",
+            "host": "smtp.example.com",
+            "from": "monitor@example.com",
+            "to": ["ops@example.com"],
+        }
     )
     msg = email.build_message(storm(), config)
     parsed = message_from_bytes(msg.as_bytes(), policy=default_policy)
