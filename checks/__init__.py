@@ -15,6 +15,7 @@ BUILTIN = {
     "websocket": "checks.websocket:WebSocketCheck",
     "postgres": "checks.postgres:PostgresCheck",
     "prometheus": "checks.prometheus:PrometheusCheck",
+    "heartbeat": "checks.heartbeat:HeartbeatCheck",
 }
 
 
