@@ -260,7 +260,8 @@ def _metric_value(document: Any, path: str) -> float | str:
     return f'metrics: path "{path}" is not a number ({_show(value)})'
 
 
-def _parse_json(body: bytes) -> Any:
+def parse_json(body: bytes) -> Any:
+    """A JSON body, or ValueError saying in one line why it is none."""
     try:
         return json.loads(body)
     except json.JSONDecodeError as exc:
@@ -367,9 +368,9 @@ class HttpCheck(Check):
         if self._wants_json:
             try:
                 if len(body) > _JSON_IN_THREAD_BYTES:
-                    document = await asyncio.to_thread(_parse_json, body)
+                    document = await asyncio.to_thread(parse_json, body)
                 else:
-                    document = _parse_json(body)
+                    document = parse_json(body)
             except ValueError as exc:
                 return f"invalid JSON: {exc}"
             # Metrics are recorded even when an expectation fails: they still describe the target.

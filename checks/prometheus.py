@@ -16,7 +16,14 @@ from pydantic_core import PydanticCustomError
 from yarl import URL
 
 from checks.base import Check, CheckConfig, CheckDeps
-from checks.http import MaskedUrlRepr, scrub_url_secrets, url_target, validate_headers, validate_url
+from checks.http import (
+    MaskedUrlRepr,
+    parse_json,
+    scrub_url_secrets,
+    url_target,
+    validate_headers,
+    validate_url,
+)
 from monitor.models import CheckResult, ConfigModel, MaskedUrl, Secret
 from monitor.neterrors import network_reason
 from monitor.text import one_line, shorten
@@ -132,13 +139,9 @@ class _Outcome:
 
 def _parse_json(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise _Failed(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except UnicodeDecodeError:
-        raise _Failed("invalid JSON: not UTF-8 text") from None
-    except RecursionError:
-        raise _Failed("invalid JSON: nested too deeply") from None
+        return parse_json(body)
+    except ValueError as exc:
+        raise _Failed(f"invalid JSON: {exc}") from None
 
 
 def _api_error(document: Any) -> str | None:

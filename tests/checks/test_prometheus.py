@@ -277,7 +277,7 @@ _FAILURES = [
         reply("<html>login</html>"),
         "cpu_pct: invalid JSON: Expecting value at line 1 column 1",
     ),
-    ("not-utf8", reply(b"\xff\xfe\xfa"), "cpu_pct: invalid JSON: not UTF-8 text"),
+    ("not-utf8", reply(b"\xff\xfe\xfa"), "cpu_pct: invalid JSON: not UTF-8/16/32 text"),
     ("no-status", reply({"data": {}}), "cpu_pct: unexpected answer: no status success"),
     (
         "matrix",
