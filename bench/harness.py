@@ -868,8 +868,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="N=200, 10 s windows: proves the harness works")
     p.add_argument("--sweep", action="store_true", help="HTTP-only sweep over --sweep-checks")
+    p.add_argument(
+        "--storm",
+        action="store_true",
+        help="N checks lose their target at once, storm guard on and off (quick: N=200, interval 2 s)",
+    )
     p.add_argument("--sweep-checks", default=",".join(map(str, SWEEP_CHECKS)))
-    p.add_argument("--out", type=Path, help="result JSON (latest.json; quick.json; sweep.json)")
+    p.add_argument(
+        "--out", type=Path, help="result JSON (latest.json; quick.json; sweep.json; storm[-quick].json)"
+    )
     p.add_argument("--workdir", type=Path, help="configs and logs (bench/work/<time>)")
     p.add_argument("--seed", type=int, help="random seed of the detection trials")
     p.add_argument(
@@ -911,6 +918,8 @@ async def _main_async(args: argparse.Namespace) -> int:
     opts = options(args)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = (args.workdir or BENCH_DIR / "work" / stamp).resolve()
+    if args.storm:
+        return await _storm(args, opts, workdir)
     if args.sweep:
         out = args.out or RESULTS_DIR / "sweep.json"
         checks = [int(x) for x in args.sweep_checks.split(",") if x]
@@ -924,6 +933,33 @@ async def _main_async(args: argparse.Namespace) -> int:
     result = await run(opts, workdir)
     _write_json(out, result)
     print(table(result))
+    print(f"\nwritten: {out} (logs and configs in {workdir})")
+    return 0
+
+
+async def _storm(args: argparse.Namespace, opts: Options, workdir: Path) -> int:
+    from bench.storm import run_storm, storm_table
+
+    interval = 2.0 if opts.quick and args.interval == 10.0 else opts.interval_s
+    out = args.out or RESULTS_DIR / ("storm-quick.json" if opts.quick else "storm.json")
+    cpus = Cpus.detect()
+    if cpus.helpers:
+        os.sched_setaffinity(0, cpus.helpers)  # the harness and the receiver stay off the daemon's core
+    _say(f"storm: {opts.checks:,} checks every {interval:g}s, guard on then off")
+    result = await run_storm(
+        opts.checks,
+        interval,
+        opts.trigger_after,
+        opts.quick,
+        workdir,
+        cpus.measured,
+        cpus.helpers,
+        _host(),
+        opts.ready_timeout_s,
+        _say,
+    )
+    _write_json(out, result)
+    print(storm_table(result))
     print(f"\nwritten: {out} (logs and configs in {workdir})")
     return 0
 

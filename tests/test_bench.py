@@ -97,3 +97,58 @@ def test_quick_run_prints_the_table(quick: tuple[dict[str, Any], str]) -> None:
     table = quick[1]
     for row in ("CPU us per check", "RSS MB", "scheduler lag p99 ms", "detection latency", "blackbox"):
         assert row in table
+
+
+STORM_TIMEOUT_S = 90
+STORM_FIELDS = (
+    "all_critical_s",
+    "pages",
+    "guard",
+    "cpu_s",
+    "interval_s",
+    "trigger_after",
+    "lag_p99_ms",
+    "rss_mb",
+)
+
+
+@pytest.mark.timeout(STORM_TIMEOUT_S + 30)
+def test_storm_quick_guard_stops_the_pages(tmp_path: Path) -> None:
+    """`bench/run --storm --quick`: 200 checks lose their target; the guarded run pages at most
+    twice, the same run with `storm = false` once per check: the guard is what stops them."""
+    out = tmp_path / "storm.json"
+    proc = subprocess.run(
+        [
+            str(REPO / "bench" / "run"),
+            "--storm",
+            "--quick",
+            "--out",
+            str(out),
+            "--workdir",
+            str(tmp_path / "w"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=STORM_TIMEOUT_S,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["config"]["checks"] == 200
+    assert result["config"]["interval_s"] == 2.0
+    guarded, unguarded = result["storm"], result["no_guard"]
+    for run in (guarded, unguarded):
+        for key in STORM_FIELDS:
+            assert key in run, key
+        for key in ("all_critical_s", "cpu_s", "lag_p99_ms", "rss_mb"):
+            assert _is_number(run[key]), (key, run[key])
+        assert run["interval_s"] == 2.0 and run["trigger_after"] == 2
+        assert run["critical_seen"] == 200
+    assert guarded["guard"] == 10 and unguarded["guard"] is None
+    assert 1 <= guarded["pages"] <= 2, guarded
+    assert unguarded["pages"] == 200, unguarded
+    for run in result["targets"].values():
+        for name, target in run.items():
+            assert target["met"] in (True, False, None), name
+    assert "PagerDuty pages" in proc.stdout and "targets" in proc.stdout
