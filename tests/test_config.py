@@ -669,7 +669,7 @@ def test_models_keep_their_own_given_keys() -> None:
 def test_storm_guard_default_table_and_off() -> None:
     default = parse_config(BASE, {}).alerts.storm
     assert default is not None and (default.checks, default.window) == (10, 60.0)
-    assert parse_config('[alerts]\nstorm = false\n' + BASE, {}).alerts.storm is None
+    assert parse_config("[alerts]\nstorm = false\n" + BASE, {}).alerts.storm is None
     table = parse_config('[alerts]\nstorm = { checks = 50, window = "5m" }\n' + BASE, {}).alerts.storm
     assert table is not None and (table.checks, table.window) == (50, 300.0)
 
