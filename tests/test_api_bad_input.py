@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -402,15 +401,8 @@ async def test_a_bad_stored_silence_is_skipped_with_a_warning(
 @pytest.fixture
 async def pg_state(pg_cluster: PostgresCluster) -> AsyncIterator[str]:
     """A fresh database on the session's PostgreSQL server, as a `state` URL."""
-    db = "api_bad_input"
-    admin = await asyncpg.connect(pg_cluster.dsn())
-    await admin.execute(f"drop database if exists {db} with (force)")
-    await admin.execute(f"create database {db}")
-    try:
+    async with pg_cluster.database("api_bad_input") as db:
         yield pg_cluster.dsn(database=db)
-    finally:
-        await admin.execute(f"drop database if exists {db} with (force)")
-        await admin.close()
 
 
 @pytest.mark.parametrize(

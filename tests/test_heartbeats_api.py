@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import jsonschema
 import pytest
 from prometheus_client import CollectorRegistry
@@ -256,15 +255,8 @@ async def durable_state(
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'state.db'}"
         return
-    db = "heartbeats_api"
-    admin = await asyncpg.connect(pg_cluster.dsn())
-    await admin.execute(f"drop database if exists {db} with (force)")
-    await admin.execute(f"create database {db}")
-    try:
+    async with pg_cluster.database("heartbeats_api") as db:
         yield pg_cluster.dsn(database=db)
-    finally:
-        await admin.execute(f"drop database if exists {db} with (force)")
-        await admin.close()
 
 
 async def test_a_restart_keeps_the_last_ping(durable_state: str, clock: FakeClock) -> None:
@@ -288,12 +280,8 @@ async def test_a_restart_keeps_the_first_configured_time(durable_state: str, clo
 
 
 async def test_a_ping_taken_by_another_replica_is_seen(pg_cluster: PostgresCluster, clock: FakeClock) -> None:
-    db = "heartbeats_replicas"
-    admin = await asyncpg.connect(pg_cluster.dsn())
-    await admin.execute(f"drop database if exists {db} with (force)")
-    await admin.execute(f"create database {db}")
-    dsn = pg_cluster.dsn(database=db)
-    try:
+    async with pg_cluster.database("heartbeats_replicas") as db:
+        dsn = pg_cluster.dsn(database=db)
         async with running(dsn, clock) as first, running(dsn, clock) as second:
             clock.advance(DAY + HOUR + 1)
             assert not (await run(second)).up
@@ -301,9 +289,6 @@ async def test_a_ping_taken_by_another_replica_is_seen(pg_cluster: PostgresClust
             clock.advance(10)
             result = await run(second)
             assert result.up and result.samples == {"since_last_s": 10.0}
-    finally:
-        await admin.execute(f"drop database if exists {db} with (force)")
-        await admin.close()
 
 
 async def test_a_ping_the_store_does_not_take_is_503_and_not_recorded(

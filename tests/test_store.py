@@ -6,7 +6,6 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from monitor.store import AlertRecord, MemoryStore, Store, StoreError, Write
@@ -28,15 +27,8 @@ async def make(
         path = str(tmp_path / "state.db")
         yield lambda: SqliteStore(path)
         return
-    db = f"state_{abs(hash(request.node.name)) % 10**8}"
-    admin = await asyncpg.connect(pg_cluster.dsn())
-    await admin.execute(f"drop database if exists {db}")
-    await admin.execute(f"create database {db}")
-    try:
+    async with pg_cluster.database(f"state_{abs(hash(request.node.name)) % 10**8}") as db:
         yield lambda: PostgresStore(pg_cluster.dsn(database=db))
-    finally:
-        await admin.execute(f"drop database if exists {db} with (force)")
-        await admin.close()
 
 
 async def test_outbox_alerts_silences_survive_reopen(make: Callable[[], Store]) -> None:

@@ -332,20 +332,13 @@ class Forwarder:
 @pytest.fixture
 async def pg_state(pg_cluster: PostgresCluster) -> AsyncIterator[tuple[Forwarder, str]]:
     """A database of its own, reached through a Forwarder; yields it and the DSN through it."""
-    import asyncpg
-
-    db = "store_faults"
-    admin = await asyncpg.connect(pg_cluster.dsn())
-    await admin.execute(f"drop database if exists {db} with (force)")
-    await admin.execute(f"create database {db}")
-    forwarder = Forwarder(pg_cluster.port)
-    await forwarder.restore()
-    try:
-        yield forwarder, pg_cluster.dsn(database=db, port=forwarder.port)
-    finally:
-        await forwarder.cut()
-        await admin.execute(f"drop database if exists {db} with (force)")
-        await admin.close()
+    async with pg_cluster.database("store_faults") as db:
+        forwarder = Forwarder(pg_cluster.port)
+        await forwarder.restore()
+        try:
+            yield forwarder, pg_cluster.dsn(database=db, port=forwarder.port)
+        finally:
+            await forwarder.cut()
 
 
 async def test_postgresql_gone_while_running_is_reported_retried_and_loses_no_page(

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -43,15 +42,8 @@ async def backend(
         path = str(tmp_path / "state.db")
         yield lambda: SqliteStore(path)
         return
-    db = f"writer_{abs(hash(request.node.name)) % 10**8}"
-    admin = await asyncpg.connect(pg_cluster.dsn())
-    await admin.execute(f"drop database if exists {db}")
-    await admin.execute(f"create database {db}")
-    try:
+    async with pg_cluster.database(f"writer_{abs(hash(request.node.name)) % 10**8}") as db:
         yield lambda: PostgresStore(pg_cluster.dsn(database=db))
-    finally:
-        await admin.execute(f"drop database if exists {db} with (force)")
-        await admin.close()
 
 
 async def running(store: Store) -> StoreWriter:

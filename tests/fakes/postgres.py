@@ -10,8 +10,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
+
+import asyncpg
 
 from tests.fakes.managed import Managed
 
@@ -114,6 +117,20 @@ class PostgresCluster(Managed):
         secret = self.password if password is None else password
         userinfo = quote(user, safe="") + (f":{quote(secret, safe='')}" if secret else "")
         return f"postgresql://{userinfo}@{HOST}:{port or self.port}/{quote(database, safe='')}"
+
+    @contextlib.asynccontextmanager
+    async def database(self, name: str) -> AsyncIterator[str]:
+        """A database of its own for one test, made empty and dropped after; yields its name."""
+        admin = await asyncpg.connect(self.dsn())
+        try:
+            await admin.execute(f"drop database if exists {name} with (force)")
+            await admin.execute(f"create database {name}")
+            try:
+                yield name
+            finally:
+                await admin.execute(f"drop database if exists {name} with (force)")
+        finally:
+            await admin.close()
 
     def start(self) -> None:
         """initdb, then `pg_ctl -w start`; raises with the server log when it cannot start."""
