@@ -7,22 +7,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-# The `operation` label values of monitor_store_errors_total.
-OPERATIONS = (
-    "ping",
-    "probe",
-    "commit",
-    "reschedule",
-    "finish",
-    "save_silence",
-    "delete_silence",
-    "load_alerts",
-    "pending",
-    "load_silences",
-    "save_ping",
-    "add_heartbeat",
-    "load_heartbeats",
-)
+READS = ("ping", "load_alerts", "pending", "load_silences", "load_heartbeats")
 WRITES = frozenset(
     {
         "probe",
@@ -35,6 +20,8 @@ WRITES = frozenset(
         "add_heartbeat",
     }
 )
+# The `operation` label values of monitor_store_errors_total.
+OPERATIONS = (*READS, *sorted(WRITES))
 
 
 class StoreError(Exception):

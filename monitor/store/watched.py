@@ -9,14 +9,13 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from monitor.models import format_duration
-from monitor.store.base import Heartbeat, OutboxItem, Store, StoreError, Write, Writes
+from monitor.store.base import READS, Heartbeat, OutboxItem, Store, StoreError, Write, Writes
 
 log = logging.getLogger("monitor.store")
 T = TypeVar("T")
 
 OPERATION_TIMEOUT_S = 30.0  # a store that answers nothing (a black-holed server) fails, not hangs
 # A read that works does not clear a failed write: a locked or full store still reads.
-_READS = frozenset({"ping", "load_alerts", "pending", "load_silences", "load_heartbeats"})
 
 
 class WatchedStore(Writes):
@@ -67,7 +66,7 @@ class WatchedStore(Writes):
             error = StoreError(message)
             self._failed(operations, error)
             raise error from exc
-        writes = any(op not in _READS for op in operations)
+        writes = any(op not in READS for op in operations)
         if self.failing is not None and (writes or not self._writes_failed):
             log.info(
                 "state store recovered",
@@ -83,7 +82,7 @@ class WatchedStore(Writes):
             self._since = time.monotonic()
             log.error("state store failing", extra={"reason": f"{', '.join(operations)}: {error}"})
         self.failing = str(error)
-        self._writes_failed |= any(op not in _READS for op in operations)
+        self._writes_failed |= any(op not in READS for op in operations)
 
     async def ping(self) -> bool:
         try:
