@@ -37,15 +37,6 @@ class Level(enum.IntEnum):
     CRITICAL = 2
 
 
-class RowState(enum.StrEnum):
-    """State of one (check, threshold row), as `states` in the API reports it."""
-
-    OK = "ok"
-    PENDING = "pending"
-    WARNING = "warning"
-    CRITICAL = "critical"
-
-
 class Status(enum.StrEnum):
     """Nagios-style overall status; the order of `WORST_FIRST` decides aggregation."""
 
