@@ -21,7 +21,7 @@ from monitor import __version__
 from monitor.config import Config, ConfigError, config_schema, load_config
 from monitor.daemon import serve
 from monitor.logs import setup_logging
-from monitor.once import exit_code, notify_test, run_once
+from monitor.once import exit_code, nagios_output, nagios_text, nagios_unknown, notify_test, run_once
 from monitor.store import StoreError
 
 log = logging.getLogger("monitor.cli")
@@ -127,6 +127,7 @@ def _validate(path: str) -> int:
 
 def _once(path: str, as_json: bool, names: list[str] | None) -> int:
     errors: list[str] = []
+    what = "invalid configuration"
     config: Config | None = None
     try:
         config = load_config(path)
@@ -134,18 +135,18 @@ def _once(path: str, as_json: bool, names: list[str] | None) -> int:
         errors = exc.errors
     if config is not None and names:
         known = {c.name for c in config.checks}
-        errors = [f'--check: unknown check "{n}"' for n in names if n not in known]
+        errors, what = [f'--check: unknown check "{n}"' for n in names if n not in known], ""
     if errors or config is None:
-        if as_json:
-            print(json.dumps({"status": "unknown", "errors": errors}))
-        else:
-            print("UNKNOWN: invalid configuration")
-            for line in errors:
-                print(f"  {line}")
+        unknown = {"status": "unknown", "errors": errors}
+        print(json.dumps(unknown) if as_json else nagios_unknown(errors, what))
         return EXIT_UNKNOWN
     setup_logging("text", "error")  # a check's internal error is reported in its row, not as logs
     result = run_async(run_once(config, names))
-    print(json.dumps(result) if as_json else _table(result))
+    if as_json:
+        print(json.dumps(result))
+    else:  # a Nagios plugin's output: the status line, then the table as "long output"
+        print(nagios_output(result, config.rows_for))
+        print(_table(result))
     return exit_code(result["status"])
 
 
@@ -162,13 +163,13 @@ def _table(result: dict[str, Any]) -> str:
                 str(int(bool(c["up"]))),
                 ms,
                 states,
-                c["reason"] or "-",
+                nagios_text(c["reason"] or "-"),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1] for r in rows]
-    lines.append(f"{result['status'].upper()}: {len(result['checks'])} checks")
-    return "\n".join(lines)
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1] for r in rows
+    )
 
 
 def _run(path: str, watch: bool = False) -> int:
