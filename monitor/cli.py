@@ -1,4 +1,5 @@
-"""The `monitor` command: run, validate, once, schema. The only place that prints or exits."""
+"""The `monitor` command: run, validate, once, notify-test, schema, healthcheck. The only place
+that prints or exits."""
 
 from __future__ import annotations
 
@@ -19,10 +20,17 @@ except ImportError:  # not built for this platform (Windows)
 
 from monitor import __version__
 from monitor.config import Config, ConfigError, config_schema, load_config
-from monitor.daemon import serve
 from monitor.logs import setup_logging
-from monitor.once import exit_code, nagios_output, nagios_text, nagios_unknown, notify_test, run_once
-from monitor.store import StoreError
+from monitor.once import (
+    exit_code,
+    health_url,
+    healthcheck,
+    nagios_output,
+    nagios_text,
+    nagios_unknown,
+    notify_test,
+    run_once,
+)
 
 log = logging.getLogger("monitor.cli")
 
@@ -72,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     test = with_config(sub.add_parser("notify-test", help="send a test notification through one notifier"))
     test.add_argument("notifier", metavar="NOTIFIER", help="the notifier's name in [notifiers.NAME]")
     sub.add_parser("schema", help="print the JSON Schema of the config file")
+    with_config(sub.add_parser("healthcheck", help="GET /healthz on monitor.listen; exit 0 healthy, 1 not"))
     return parser
 
 
@@ -87,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         return _once(path, args.json, args.check)
     if args.command == "notify-test":
         return _notify_test(path, args.notifier)
+    if args.command == "healthcheck":
+        return _healthcheck(path)
     return _run(path, args.watch)
 
 
@@ -108,6 +119,23 @@ def _notify_test(path: str, name: str) -> int:
         print(f"{name}: test notification delivered")
         return 0
     print(f"{name}: test notification failed: {getattr(delivery, 'reason', delivery.outcome)}")
+    return 1
+
+
+def _healthcheck(path: str) -> int:
+    """For the image's HEALTHCHECK: 0 when the daemon of this config answers /healthz, else 1."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"unhealthy: {path}: invalid configuration: {exc.errors[0]}")
+        for line in exc.errors[1:]:
+            print(f"  {line}")
+        return 1
+    reason = run_async(healthcheck(config))
+    if reason is None:
+        print(f"healthy: {health_url(config)}")
+        return 0
+    print(f"unhealthy: {reason}")
     return 1
 
 
@@ -185,6 +213,10 @@ def _run(path: str, watch: bool = False) -> int:
 
 
 async def _serve(config: Config, path: str, watch: bool) -> int:
+    # Imported here, not at the top: `monitor healthcheck` runs every few seconds and needs neither.
+    from monitor.daemon import serve
+    from monitor.store import StoreError
+
     stop, reload = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
