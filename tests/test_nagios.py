@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from monitor.cli import main
 from monitor.once import perfdata_item
 from monitor.thresholds import ThresholdRow
 from tests.fakes.servers import LoopbackServers, json_handler, refused_port
@@ -208,15 +209,16 @@ async def test_warning_and_ok_runs_exit_1_and_0(tmp_path: Path, targets: dict[st
     assert ok.perfdata["web uptime_s"].value == 42
 
 
-async def test_usage_errors_are_unknown_exit_3(tmp_path: Path, targets: dict[str, str]) -> None:
-    config = write_config(tmp_path, targets)
-    unknown = parse_plugin_output(*await monitor_once(config, "--check", "nope"))
+def test_usage_errors_are_unknown_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[[checks]]\nname = "x"\ntype = "tcp"\nhost = "127.0.0.1"\nport = 1\n')
+    unknown = parse_plugin_output(main(["once", "-c", str(good), "--check", "nope"]), capsys.readouterr().out)
     assert (unknown.code, unknown.status, unknown.text) == (3, "UNKNOWN", '--check: unknown check "nope"')
     assert unknown.perfdata == {}
 
     bad = tmp_path / "bad.toml"
     bad.write_text('[[checks]]\nname = "x"\ntype = "http"\nurl = "nope"\n\n[[checks]]\nname = "y"\n')
-    invalid = parse_plugin_output(*await monitor_once(bad))
+    invalid = parse_plugin_output(main(["once", "-c", str(bad)]), capsys.readouterr().out)
     assert (invalid.code, invalid.status) == (3, "UNKNOWN")
     assert invalid.text.startswith("invalid configuration: checks[0].url: ") and invalid.text.endswith(
         " (and 1 more)"
