@@ -24,6 +24,8 @@ OTHER_GROUP = "other"  # the group of checks without the `group_by` label
 ALERT_ROWS = 50
 _SPARK_W, _SPARK_H, _SPARK_PAD = 119, 26, 2  # the sparkline's viewBox: 24 hours 5 units apart
 _DIRECTION_SIGN = {"above": ">", "below": "<"}
+# The tab's icon: a dot in the overall state's colour (inline, so no /favicon.ico request).
+FAVICON_COLOURS = {"ok": "#18794e", "warning": "#a65b00", "critical": "#c4262e", "unknown": "#5f6874"}
 
 # The one script: a reload every 30 s. The page works without it; the CSP lets only it run, so a
 # value that escaped escaping still could not execute.
@@ -31,7 +33,7 @@ REFRESH_SCRIPT = "setTimeout(function(){location.reload()},30000)"
 _SCRIPT_HASH = base64.b64encode(hashlib.sha256(REFRESH_SCRIPT.encode()).digest()).decode()
 HEADERS = {
     "Content-Security-Policy": (
-        f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{_SCRIPT_HASH}'; "
+        f"default-src 'none'; style-src 'unsafe-inline'; img-src data:; script-src 'sha256-{_SCRIPT_HASH}'; "
         "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     ),
     "Cache-Control": "no-store",
@@ -418,7 +420,11 @@ _TEMPLATE = _ENV.get_template("status.html")  # read at import: no file read on 
 
 def render_page(page: Page) -> str:
     return _TEMPLATE.render(
-        page=page, script=Markup(REFRESH_SCRIPT), spark=(_SPARK_W, _SPARK_H), uptime_spans=UPTIME_SPANS
+        page=page,
+        script=Markup(REFRESH_SCRIPT),
+        spark=(_SPARK_W, _SPARK_H),
+        uptime_spans=UPTIME_SPANS,
+        favicon=FAVICON_COLOURS[page.status],
     )
 
 
