@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -22,6 +24,8 @@ OTHER_GROUP = "other"  # the group of checks without the `group_by` label
 # Checks whose firing alerts are listed at the top; more are counted: in a mass outage a wall of
 # rows reads no faster than the groups below, which show every check's state anyway.
 ALERT_ROWS = 50
+_SLICE_CHECKS = 50  # checks put in the page model between two yields to the event loop
+_SLICE_CHARS = 16 * 1024  # HTML rendered between two yields: a few milliseconds
 _SPARK_W, _SPARK_H, _SPARK_PAD = 119, 26, 2  # the sparkline's viewBox: 24 hours 5 units apart
 _DIRECTION_SIGN = {"above": ">", "below": "<"}
 # The tab's icon: a dot in the overall state's colour (inline, so no /favicon.ico request).
@@ -191,7 +195,9 @@ async def page_model(source: PageSource) -> Page:
     silences = [(s, _ts(s["start"]), _ts(s["end"])) for s in source.silences_view() if _ts(s["start"]) <= now]
     group_by = config.status_page.group_by
     grouped: dict[str, list[CheckView]] = {}
-    for check in view["checks"]:
+    for i, check in enumerate(view["checks"]):
+        if i and i % _SLICE_CHECKS == 0:
+            await asyncio.sleep(0)  # due checks start between slices of a long page
         name = check["name"]
         covers = [
             Cover("maintenance", w.name, _when(end, now, tz), f"maintenance window {w.name}")
@@ -418,8 +424,9 @@ _ENV = Environment(
 _TEMPLATE = _ENV.get_template("status.html")  # read at import: no file read on the event loop
 
 
-def render_page(page: Page) -> str:
-    return _TEMPLATE.render(
+def render_page(page: Page) -> Iterator[str]:
+    """The page's HTML in pieces, as the template produces them."""
+    return _TEMPLATE.generate(
         page=page,
         script=Markup(REFRESH_SCRIPT),
         spark=(_SPARK_W, _SPARK_H),
@@ -429,5 +436,14 @@ def render_page(page: Page) -> str:
 
 
 async def render(source: PageSource) -> str:
-    """The page's HTML."""
-    return render_page(await page_model(source))
+    """The page's HTML, built and rendered in slices: at hundreds of checks it is a few hundred
+    kilobytes, and the event loop runs due checks in between."""
+    parts: list[str] = []
+    size = 0
+    for part in render_page(await page_model(source)):
+        parts.append(part)
+        size += len(part)
+        if size >= _SLICE_CHARS:
+            size = 0
+            await asyncio.sleep(0)
+    return "".join(parts)
