@@ -381,18 +381,18 @@ def _when(ts: float, now: float, tz: ZoneInfo) -> When:
 
 
 def relative(seconds: float) -> str:
-    """`-180` -> "3 min ago", `7200` -> "in 2 h"."""
+    """`-180` -> "3 min ago", `7100` -> "in 2 h": to the nearest unit."""
     span = abs(seconds)
     if span < 10:
         return "just now"
     if span < 60:
         amount = f"{span:.0f} s"
     elif span < 90 * 60:
-        amount = f"{span // 60:.0f} min"
+        amount = f"{span / 60:.0f} min"
     elif span < 48 * 3600:
-        amount = f"{span // 3600:.0f} h"
+        amount = f"{span / 3600:.0f} h"
     else:
-        amount = f"{span // 86400:.0f} d"
+        amount = f"{span / 86400:.0f} d"
     return f"in {amount}" if seconds > 0 else f"{amount} ago"
 
 

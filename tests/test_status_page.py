@@ -475,7 +475,7 @@ def test_a_sparkline_breaks_at_hours_without_runs_and_scales_to_the_highest() ->
         (-42, "42 s ago"),
         (-180, "3 min ago"),
         (-7300, "2 h ago"),
-        (7200, "in 2 h"),
+        (7100, "in 2 h"),
         (-3 * 86400, "3 d ago"),
         (600, "in 10 min"),
     ],
