@@ -140,6 +140,13 @@ class ClusterConfig(ConfigModel):
         return self
 
 
+class StatusPageConfig(ConfigModel):
+    """`[status_page]`: what `GET /` is called and how its checks are grouped (SPEC 15)."""
+
+    title: str = Field(default="monitor", min_length=1, max_length=200)
+    group_by: str = Field(default="team", min_length=1)  # a label name; checks without it: "other"
+
+
 class Config(ConfigModel):
     """The whole monitor.toml, validated. Build it with `load_config` / `parse_config`."""
 
@@ -152,6 +159,7 @@ class Config(ConfigModel):
     maintenance: list[MaintenanceConfig] = []
     alerts: AlertsConfig = AlertsConfig()
     cluster: ClusterConfig = ClusterConfig()
+    status_page: StatusPageConfig = StatusPageConfig()
 
     _tables: ThresholdTables = PrivateAttr(default_factory=ThresholdTables)
 

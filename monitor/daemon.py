@@ -30,7 +30,7 @@ from monitor.runner import run_check
 from monitor.runtime import CheckRuntime, alert_policy, build_runtimes, summary
 from monitor.scheduler import Scheduler
 from monitor.store import HeartbeatBook, StoreError, StoreWriter, WatchedStore, make_store
-from monitor.views import alert_view, silence_view
+from monitor.views import alert_view, silence_view, storm_view
 
 log = logging.getLogger("monitor.daemon")
 
@@ -325,6 +325,17 @@ class Daemon:
         else:
             found = await self.alerts.history(resolved_since)
         return [alert_view(a) for a in found]
+
+    def storm_view(self) -> dict[str, Any] | None:
+        return storm_view(self.alerts.storm)
+
+    def uptime_pct(self, name: str) -> dict[str, float | None]:
+        # run history: filled in by monitor/history.py
+        return {"24h": None, "7d": None, "30d": None}
+
+    def latency_hours(self, name: str) -> list[float | None]:
+        # run history: filled in by monitor/history.py
+        return [None] * 24
 
     async def acknowledge(self, alert_id: str, by: str | None, comment: str | None) -> dict[str, Any] | None:
         alert = await self.alerts.acknowledge(alert_id, by, comment)
