@@ -11,6 +11,7 @@ import secrets
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from typing import Any
 
 from alerts import lifecycle, stages
 from alerts.lifecycle import Transition
@@ -78,9 +79,13 @@ class AlertPipeline:
 
     async def load(self) -> None:
         """Continue where the previous process stopped: active alerts with their counts, acks,
-        silences. A document that cannot be read is skipped, not allowed to stop the start."""
+        silences. A document that cannot be read is skipped, not allowed to stop the start.
+        What was in memory is replaced (an HA replica that takes over, or follows, loads again)."""
+        docs = await self.store.load_alerts(active=True)
+        silences = await self.store.load_silences()
+        self._reset()
         storms = []
-        for doc in await self.store.load_alerts(active=True):
+        for doc in docs:
             try:
                 if doc.get("kind") == STORM_KIND:
                     storms.append(Storm.from_doc(doc))
@@ -92,7 +97,15 @@ class AlertPipeline:
             self.storm = max(storms, key=lambda s: s.started_at)
             for alert in self.active.values():
                 self._storm_track(alert)
-        for doc in await self.store.load_silences():
+        self._take_silences(silences)
+
+    async def refresh_silences(self) -> None:
+        """An HA leader's, every tick: silences posted to a follower are in the store."""
+        self._take_silences(await self.store.load_silences())
+
+    def _take_silences(self, docs: list[dict[str, Any]]) -> None:
+        self.silences = {}
+        for doc in docs:
             try:
                 silence = Silence.from_doc(doc)
             except (TypeError, ValueError) as exc:
@@ -100,6 +113,17 @@ class AlertPipeline:
                 log.warning("stored silence skipped", extra={"silence": sid, "reason": str(exc)})
                 continue
             self.silences[silence.id] = silence
+
+    def _reset(self) -> None:
+        self.active.clear()
+        self._by_check.clear()
+        self._changes.clear()
+        self._flapping.clear()
+        self._unsaved.clear()
+        self.storm = None
+        self._up_starts.clear()
+        self._storm_routes.clear()
+        self._storm_fired.clear()
 
     def _track(self, alert: Alert) -> None:
         self.active[alert.id] = alert

@@ -58,6 +58,10 @@ class ApiSource(Protocol):
         """Record a ping (ok False: a reported failure); its time. StoreError when not stored."""
         ...
 
+    def cluster_view(self) -> dict[str, Any]:
+        """GET /api/v1/cluster: mode, shard, shards, role, epoch, leader, checks (SPEC section 9)."""
+        ...
+
 
 class BadRequest(ValueError):
     """A request body or query the API cannot take; its message is shown to the caller."""
@@ -349,6 +353,9 @@ def build_app(source: ApiSource) -> web.Application:
     async def fail(request: web.Request) -> web.Response:
         return await heartbeat(request, ok=False)
 
+    async def cluster(_: web.Request) -> web.Response:
+        return web.json_response(source.cluster_view())
+
     async def status_page(_: web.Request) -> web.Response:
         return web.Response(
             text=render_status(source.checks_view(history=True), await source.alerts_view(None)),
@@ -364,6 +371,7 @@ def build_app(source: ApiSource) -> web.Application:
     app.router.add_get("/api/v1/silences", list_silences)
     app.router.add_post("/api/v1/silences", add_silence)
     app.router.add_delete("/api/v1/silences/{id}", delete_silence)
+    app.router.add_get("/api/v1/cluster", cluster)
     for path, handler in (("/api/v1/heartbeats/{name}", ping), ("/api/v1/heartbeats/{name}/fail", fail)):
         app.router.add_post(path, handler)
         app.router.add_get(path, handler)  # `curl -fsS URL` in a crontab
