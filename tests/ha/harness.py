@@ -538,6 +538,7 @@ class LeaderScraper:
         self.interval_s = interval_s
         self.rounds: list[Scrape] = []
         self.violations: list[Scrape] = []
+        self.errors: list[str] = []  # rounds that could not be read (a metric the harness misreads)
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
 
@@ -568,34 +569,46 @@ class LeaderScraper:
     async def _run(self) -> None:
         while True:
             began = time.monotonic()
-            replicas = [r for r in self._replicas() if r.running and not r.paused]
-            results = await asyncio.gather(*(self._one(r) for r in replicas))
-            leaders: dict[int, list[str]] = defaultdict(list)
-            epochs: dict[str, float] = {}
-            answered = set()
-            for replica, samples in zip(replicas, results, strict=True):
-                if samples is None:
-                    continue
-                answered.add(replica.name)
-                for labels, value in samples.get("monitor_cluster_leader", []):
-                    if value >= 1:
-                        leaders[int(labels.get("shard", replica.shard))].append(replica.name)
-                for labels, value in samples.get("monitor_cluster_epoch", []):
-                    if int(labels.get("shard", replica.shard)) == replica.shard:
-                        epochs[replica.name] = value
-            scrape = Scrape(began, {s: tuple(n) for s, n in leaders.items()}, epochs, frozenset(answered))
-            async with self._changed:
-                self.rounds.append(scrape)
-                if any(len(names) > 1 for names in scrape.leaders.values()):
-                    self.violations.append(scrape)
-                self._changed.notify_all()
+            try:
+                await self._round(began)
+            except Exception as exc:
+                self.errors.append(repr(exc))
             await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - began)))
+
+    async def _round(self, began: float) -> None:
+        replicas = [r for r in self._replicas() if r.running and not r.paused]
+        results = await asyncio.gather(*(self._one(r) for r in replicas))
+        leaders: dict[int, list[str]] = defaultdict(list)
+        epochs: dict[str, float] = {}
+        answered = set()
+        for replica, samples in zip(replicas, results, strict=True):
+            if samples is None:
+                continue
+            answered.add(replica.name)
+            for labels, value in samples.get("monitor_cluster_leader", []):
+                if value >= 1:
+                    leaders[_shard_label(labels, replica)].append(replica.name)
+            for labels, value in samples.get("monitor_cluster_epoch", []):
+                if _shard_label(labels, replica) == replica.shard:
+                    epochs[replica.name] = value
+        scrape = Scrape(began, {s: tuple(n) for s, n in leaders.items()}, epochs, frozenset(answered))
+        async with self._changed:
+            self.rounds.append(scrape)
+            if any(len(names) > 1 for names in scrape.leaders.values()):
+                self.violations.append(scrape)
+            self._changed.notify_all()
 
     async def _one(self, replica: Replica) -> dict[str, list[tuple[dict[str, str], float]]] | None:
         try:
             return await replica.metrics(timeout_s=self.interval_s * 2)
         except (aiohttp.ClientError, TimeoutError, AssertionError, ValueError):
             return None
+
+
+def _shard_label(labels: dict[str, str], replica: Replica) -> int:
+    """The `shard` label as `i` or `i/N`; the replica's own shard when it has none."""
+    value = labels.get("shard")
+    return replica.shard if value is None else int(value.partition("/")[0])
 
 
 # ---------------------------------------------------------------- the launcher
@@ -642,7 +655,7 @@ class HaLab:
         proxy_port: int,
         *,
         mode: str = "ha",
-        shards: int = 1,
+        shards: int | None = 1,
         shard: int = 0,
         failover: str = "6s",
         checks: Iterable[str] = DEFAULT_CHECKS,
@@ -662,8 +675,7 @@ class HaLab:
             "[cluster]",
             f'mode = "{mode}"',
             f'failover = "{failover}"',
-            f"shards = {shards}",
-            f"shard = {shard}",
+            *([f"shards = {shards}", f"shard = {shard}"] if shards is not None else []),
             "",
             "[notifiers.oncall]",
             'type = "pagerduty"',
@@ -695,9 +707,11 @@ class HaLab:
         placement: Sequence[int] | None = None,
         wait_ready: bool = True,
         env: dict[str, str] | None = None,
+        shard_env: bool = False,
         **config: Any,
     ) -> list[Replica]:
-        """Start `n` more replicas (named r0, r1, ...); `config` goes to `config_text`."""
+        """Start `n` more replicas (named r0, r1, ...); `config` goes to `config_text`. With
+        `shard_env`, the shard is given as `MONITOR_SHARD=i/N` instead of in the file."""
         placement = placement or [i % shards for i in range(n)]
         new: list[Replica] = []
         for shard in placement:
@@ -705,8 +719,10 @@ class HaLab:
             proxy = await PgProxy(self.pg.port).start()
             port = free_port()
             path = self.dir / f"{name}.toml"
-            path.write_text(self.config_text(name, port, proxy.port, shards=shards, shard=shard, **config))
-            replica = Replica(name, shard, path, port, proxy, dict(env or {}))
+            in_file = {"shards": None} if shard_env else {"shards": shards, "shard": shard}
+            path.write_text(self.config_text(name, port, proxy.port, **in_file, **config))
+            own_env = {**(env or {}), **({"MONITOR_SHARD": f"{shard}/{shards}"} if shard_env else {})}
+            replica = Replica(name, shard, path, port, proxy, own_env)
             self.replicas.append(replica)
             new.append(replica)
         await asyncio.gather(*(r.start(wait_ready) for r in new))
@@ -783,6 +799,7 @@ class HaLab:
 def assert_single_leader(scraper: LeaderScraper) -> None:
     """No scrape round saw two leaders of one shard."""
     assert scraper.rounds, "the scraper never ran"
+    assert scraper.errors == [], f"scrapes that could not be read: {scraper.errors[:3]}"
     assert scraper.violations == [], f"two leaders at once: {scraper.violations[:3]}"
 
 
