@@ -15,6 +15,7 @@ from tests.ha.harness import HaLab, Replica
 
 FAILOVER = "4s"  # R = 0.57 s, S = 1.6 s, D = 1.09 s, L = 2.67 s
 CHECK = "backend-api"
+TOKEN = "ha-test-token"
 
 
 async def cluster_of(replica: Replica) -> dict[str, object]:
@@ -80,11 +81,175 @@ async def test_kill_leader_while_firing(ha_lab: HaLab) -> None:
     await ha_lab.finish()
 
 
-async def _lock_backend(dsn: str) -> int:
-    conn = await asyncpg.connect(dsn)
+async def role_of(replica: Replica) -> str:
+    return str((await cluster_of(replica))["role"])
+
+
+async def test_paused_leader_is_replaced_and_fenced_after(ha_lab: HaLab) -> None:
+    """4. SIGSTOP the leader while the target fails: the follower takes over (about S + P) and
+    pages once; after SIGCONT the old leader stops leading within 2 s and sends nothing."""
+    await ha_lab.start(2, failover=FAILOVER)
+    old = await ha_lab.wait_leader()
+    old.pause()
+    paused = time.monotonic()
+    ha_lab.target.down(CHECK)
+    new = await ha_lab.wait_leader(not_=old, timeout_s=15)
+    assert time.monotonic() - paused < 8.0
+    await ha_lab.pagerduty.wait_event("trigger", accepted=True)
+    old.resume()
+    resumed = time.monotonic()
+    await until(lambda: _is_follower(old), "the old leader demoted", timeout_s=5)
+    assert time.monotonic() - resumed < 2.0
+    await asyncio.sleep(2)  # what the woken leader had due (runs, repeats) is refused, not sent
+    assert not await sent(old)
+    assert len(ha_lab.pagerduty.of("trigger")) == 1
+    ha_lab.target.up(CHECK)
+    await ha_lab.pagerduty.wait_event("resolve")
+    await ha_lab.finish()
+    assert new.running is False
+
+
+async def _is_follower(replica: Replica) -> bool:
+    return await role_of(replica) == "follower"
+
+
+async def test_lock_session_terminated(ha_lab: HaLab) -> None:
+    """6. pg_terminate_backend on the leader's lock session: a new leader within 2 s; the old one
+    demotes and stays up, as a follower."""
+    await ha_lab.start(2, failover=FAILOVER)
+    old = await ha_lab.wait_leader()
+    conn = await asyncpg.connect(ha_lab.dsn)
     try:
-        pid: int = await conn.fetchval("select holder_pid from monitor_cluster where shard = '0/1'")
-        await conn.execute("select pg_terminate_backend($1)", pid)
-        return pid
+        pid = await conn.fetchval("select holder_pid from monitor_cluster where shard = '0/1'")
+        assert await conn.fetchval("select pg_terminate_backend($1)", pid)
     finally:
         await conn.close()
+    ended = time.monotonic()
+    await ha_lab.scraper.wait(
+        lambda s: len(s.leaders.get(0, ())) == 1 and s.t > ended, 10, "a leader after the termination"
+    )
+    leader = ha_lab.replica(ha_lab.leaders()[0])
+    assert time.monotonic() - ended < 2.0 + 0.5  # + one scrape interval and its round trip
+    epoch = (await cluster_of(leader))["epoch"]
+    assert epoch == 2
+    if leader is old:  # it lost its session and won again: a new epoch all the same
+        assert await old.metric("monitor_cluster_transitions_total", shard="0") == 3
+    else:
+        assert await role_of(old) == "follower" and old.running
+    ha_lab.target.down(CHECK)
+    await ha_lab.pagerduty.wait_event("trigger", accepted=True)
+    ha_lab.target.up(CHECK)
+    await ha_lab.pagerduty.wait_event("resolve")
+    await ha_lab.finish()
+
+
+async def test_leader_blackholed_from_postgres(ha_lab: HaLab) -> None:
+    """7. The proxy between the leader and PostgreSQL black-holes, the target down: the other
+    replica takes over within 15 s and pages once; after the heal the old leader is a follower."""
+    await ha_lab.start(2, failover=FAILOVER)
+    old = await ha_lab.wait_leader()
+    old.proxy.blackhole()
+    cut = time.monotonic()
+    ha_lab.target.down(CHECK)
+    new = await ha_lab.wait_leader(not_=old, timeout_s=15)
+    took = time.monotonic() - cut
+    assert took < 15.0
+    # The old leader stops by its own clock (D after its last renew), before the new one leads.
+    assert await role_of(old) == "follower"
+    await ha_lab.pagerduty.wait_event("trigger", accepted=True)
+    await asyncio.sleep(1)
+    old.proxy.heal()
+    await until(lambda: _store_ready(old), "the old leader back on PostgreSQL", timeout_s=40)
+    assert await role_of(old) == "follower" and await role_of(new) == "leader"
+    assert not await sent(old)
+    ha_lab.target.up(CHECK)
+    await ha_lab.pagerduty.wait_event("resolve")
+    await ha_lab.finish()
+
+
+async def _store_ready(replica: Replica) -> bool:
+    status, _ = await replica.request("GET", "/readyz")
+    return status == 200
+
+
+async def test_rolling_sigterm(ha_lab: HaLab) -> None:
+    """9. A rolling restart by SIGTERM during an outage: each handover within 1 s, each replica
+    exits 0 within 10 s; no page repeated, none lost."""
+    await ha_lab.start(2, failover=FAILOVER)
+    first = await ha_lab.wait_leader()
+    await outage(ha_lab, first)
+    handovers = []
+    for _ in range(2):
+        leader = await ha_lab.wait_leader()
+        (replacement,) = await ha_lab.start(1, failover=FAILOVER)  # the rollout's new pod
+        leader.terminate()
+        began = time.monotonic()
+        await ha_lab.wait_leader(not_=leader, timeout_s=10)
+        handovers.append(time.monotonic() - began)
+        assert await leader.wait_exit(10) == 0
+        assert replacement.running
+    assert max(handovers) < 1.0 + 0.5, handovers  # + one scrape interval and its round trip
+    assert len(ha_lab.pagerduty.of("trigger")) == 1
+    ha_lab.target.up(CHECK)
+    await ha_lab.pagerduty.wait_event("resolve")
+    await ha_lab.finish()
+    assert [e.event_action for e in ha_lab.pagerduty.events] == ["trigger", "resolve"]
+
+
+async def test_ack_and_silence_through_the_follower(ha_lab: HaLab) -> None:
+    """10. An ack posted to the follower reaches PagerDuty from the leader and shows on both
+    replicas within 2 s; a silence posted to the follower suppresses at the leader."""
+    a, b = await ha_lab.start(
+        2, failover=FAILOVER, checks=(CHECK, "worker"), monitor_extra=f'api_token = "{TOKEN}"'
+    )
+    leader = await ha_lab.wait_leader()
+    follower = b if leader is a else a
+    await outage(ha_lab, leader)
+    await until(lambda: _alert_ids(follower, CHECK), "the follower shows the alert", timeout_s=2.5)
+    [aid] = await _alert_ids(follower, CHECK)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    status, body = await follower.request(
+        "POST", f"/api/v1/alerts/{aid}/ack", json={"by": "ann"}, headers=auth
+    )
+    assert status == 200 and body["acknowledged"] is True
+    acked = time.monotonic()
+    await ha_lab.pagerduty.wait_event("acknowledge", timeout_s=5)
+    assert time.monotonic() - acked < 2.0 + 0.5
+    for replica in (leader, follower):
+        await until(lambda r=replica: _acknowledged(r, aid), f"{replica.name} shows the ack", timeout_s=2.5)
+    start = "2020-01-01T00:00:00Z"
+    status, silence = await follower.request(
+        "POST",
+        "/api/v1/silences",
+        json={"checks": ["worker"], "start": start, "end": "2099-01-01T00:00:00Z", "comment": "deploy"},
+        headers=auth,
+    )
+    assert status == 201
+    await until(lambda: _silence_ids(leader, silence["id"]), "the leader shows the silence", timeout_s=2.5)
+    ha_lab.target.down("worker")
+    await until(lambda: _suppressed(leader, "worker"), "the worker alert suppressed", timeout_s=8)
+    await asyncio.sleep(1)
+    assert [e.event_action for e in ha_lab.pagerduty.events] == ["trigger", "acknowledge"]
+    ha_lab.target.up(CHECK, "worker")
+    await ha_lab.pagerduty.wait_event("resolve")
+    await ha_lab.finish()
+
+
+async def _alert_ids(replica: Replica, check: str) -> list[str]:
+    body = await replica.get_json("/api/v1/alerts")
+    return [a["id"] for a in body["alerts"] if a["check"] == check]
+
+
+async def _acknowledged(replica: Replica, aid: str) -> bool:
+    body = await replica.get_json("/api/v1/alerts")
+    return any(a["id"] == aid and a["acknowledged"] for a in body["alerts"])
+
+
+async def _silence_ids(replica: Replica, sid: str) -> bool:
+    body = await replica.get_json("/api/v1/silences")
+    return any(s["id"] == sid for s in body["silences"])
+
+
+async def _suppressed(replica: Replica, check: str) -> bool:
+    body = await replica.get_json("/api/v1/alerts")
+    return any(a["check"] == check and a["suppressed"] == "silence" for a in body["alerts"])
