@@ -35,7 +35,10 @@ class Lease(Protocol):
     epoch: int
 
     def left(self) -> float: ...
-    async def claim(self, item: OutboxItem) -> bool: ...
+    async def claim(self, item: OutboxItem) -> bool | None:
+        """True: send it; False: the row is no longer pending; None: this replica may not send
+        now (its lease is over by its own clock, or the store refused or failed the claim)."""
+        ...
 
 
 def backoff_s(attempts: int, jitter: float = 1.0) -> float:
@@ -299,10 +302,7 @@ class Outbox:
         self._on_outcome(item.notifier, delivery.outcome)
 
     async def _claim(self, lease: Lease, item: OutboxItem) -> bool | None:
-        """True: send it; False: the row is no longer pending; None: this replica may not send
-        now (lease over, fenced, or the store failing)."""
-        if lease.left() <= 0:
-            return None
+        """As Lease.claim; a store that fails the claim means no send now."""
         try:
             return await lease.claim(item)
         except StoreError:  # fenced, or the store failing (counted and logged by the store)

@@ -10,7 +10,7 @@ import logging
 import os
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -273,7 +273,7 @@ class Daemon:
         e = self.elector
         assert e is not None
         self.store.fence = (e.shard_key, epoch)
-        self.outbox.lease = _Lease(e, self.store, epoch)
+        self.outbox.lease = _Lease(e, self.store, epoch, self.metrics.cluster_fenced.labels("claim").inc)
         try:
             await self.alerts.load()
             await self.outbox.load()
@@ -609,11 +609,17 @@ async def _watch(path: str, reload: asyncio.Event, every_s: float = 2.0) -> None
 class _Lease:
     """The outbox's Lease: its right to send while this replica leads with `epoch`."""
 
-    def __init__(self, elector: Elector, store: StoreWriter, epoch: int) -> None:
+    def __init__(
+        self, elector: Elector, store: StoreWriter, epoch: int, refused: Callable[[], None]
+    ) -> None:
         self.elector, self.store, self.epoch = elector, store, epoch
+        self._refused = refused
 
     def left(self) -> float:
         return self.elector.lease_left() if self.elector.epoch == self.epoch else 0.0
 
-    async def claim(self, item: OutboxItem) -> bool:
+    async def claim(self, item: OutboxItem) -> bool | None:
+        if self.left() <= 0:  # past D (a pause, a cut): not even asked of the store
+            self._refused()
+            return None
         return await self.store.claim(item.id, self.elector.shard_key, self.epoch)

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import asyncpg
+import pytest
 
+from tests.fakes.postgres import PostgresCluster
 from tests.ha.harness import HaLab, Replica
 
 FAILOVER = "4s"  # R = 0.57 s, S = 1.6 s, D = 1.09 s, L = 2.67 s
@@ -253,3 +256,97 @@ async def _silence_ids(replica: Replica, sid: str) -> bool:
 async def _suppressed(replica: Replica, check: str) -> bool:
     body = await replica.get_json("/api/v1/alerts")
     return any(a["check"] == check and a["suppressed"] == "silence" for a in body["alerts"])
+
+
+async def test_kill_leader_mid_send(ha_lab: HaLab) -> None:
+    """3. kill -9 the leader while PagerDuty holds its trigger: the new leader sends that row again
+    first (in doubt), counts one redelivery, and every trigger comes before the resolve."""
+    await ha_lab.start(2, failover=FAILOVER)
+    old = await ha_lab.wait_leader()
+    ha_lab.pagerduty.hold()
+    ha_lab.target.down(CHECK)
+    await ha_lab.pagerduty.wait_held()
+    old.kill()
+    new = await ha_lab.wait_leader(not_=old, timeout_s=10)
+    ha_lab.pagerduty.release()  # by now the dead sender's request is dropped, unanswered
+    await ha_lab.pagerduty.wait_event("trigger", accepted=True)
+    await until(lambda: _redelivered(new), "one redelivery counted")
+    ha_lab.target.up(CHECK)
+    await ha_lab.pagerduty.wait_event("resolve")
+    await ha_lab.finish(one_trigger=False)
+    assert [e.event_action for e in ha_lab.pagerduty.events] == ["trigger", "trigger", "resolve"]
+    assert ha_lab.pagerduty.events[0].status is None  # the first sender died waiting for it
+
+
+async def _redelivered(replica: Replica) -> bool:
+    return await replica.metric("monitor_outbox_redelivered_total", notifier="oncall") == 1
+
+
+async def test_paused_while_retrying(ha_lab: HaLab) -> None:
+    """5. SIGSTOP the leader while its trigger waits for a retry (503): the new leader's send is the
+    one accepted; after SIGCONT the old leader's retry is refused (fenced), not sent."""
+    await ha_lab.start(2, failover=FAILOVER)
+    old = await ha_lab.wait_leader()
+    ha_lab.pagerduty.fail(503)
+    ha_lab.target.down(CHECK)
+    await ha_lab.pagerduty.wait_event("trigger")
+    old.pause()
+    ha_lab.pagerduty.accept()
+    await ha_lab.wait_leader(not_=old, timeout_s=15)
+    await ha_lab.pagerduty.wait_event("trigger", accepted=True)
+    old.resume()
+    await until(lambda: _fenced(old), "the old leader's retry fenced", timeout_s=5)
+    await asyncio.sleep(1)
+    assert len(ha_lab.pagerduty.of("trigger", accepted=True)) == 1
+    ha_lab.target.up(CHECK)
+    await ha_lab.pagerduty.wait_event("resolve")
+    await ha_lab.finish()
+
+
+async def _fenced(replica: Replica) -> bool:
+    samples = (await replica.metrics()).get("monitor_cluster_fenced_total", [])
+    return sum(value for _, value in samples) >= 1
+
+
+@pytest.fixture
+async def own_pg_lab(tmp_path: Path) -> AsyncIterator[tuple[HaLab, PostgresCluster]]:
+    """An HaLab on a PostgreSQL cluster of its own, which the test may restart (the shared one
+    keeps connections of the fixtures open)."""
+    with PostgresCluster() as pg:
+        lab = await HaLab(pg, "postgres", tmp_path).open()
+        try:
+            yield lab, pg
+        finally:
+            await lab.aclose()
+
+
+async def test_postgres_fast_restart_while_pending(own_pg_lab: tuple[HaLab, PostgresCluster]) -> None:
+    """8. PostgreSQL restarts (fast) while the alert is pending: /readyz 503 then 200, one leader
+    within P + 1 s of PostgreSQL being back, one trigger, and the resolve."""
+    ha_lab, pg_cluster = own_pg_lab
+    a, b = await ha_lab.start(2, failover=FAILOVER)
+    leader = await ha_lab.wait_leader()
+    ha_lab.target.down(CHECK)
+    await until(lambda: _alert_ids(leader, CHECK), "the alert pending")
+    restarted = asyncio.create_task(asyncio.to_thread(_restart, pg_cluster))
+    await until(lambda: _not_ready(a), "/readyz 503 while PostgreSQL is down", timeout_s=10)
+    await restarted
+    back = time.monotonic()
+    await ha_lab.scraper.wait(
+        lambda s: len(s.leaders.get(0, ())) == 1 and s.t > back, 10, "a leader after the restart"
+    )
+    assert time.monotonic() - back < 1.2 + 1.0 + 0.5  # P (jittered) + 1 s + one scrape
+    for replica in (a, b):
+        await until(lambda r=replica: _store_ready(r), f"{replica.name} ready again", timeout_s=40)
+    await ha_lab.pagerduty.wait_event("trigger", accepted=True)
+    ha_lab.target.up(CHECK)
+    await ha_lab.pagerduty.wait_event("resolve")
+    await ha_lab.finish()
+
+
+def _restart(pg: PostgresCluster) -> None:
+    pg._run(["pg_ctl", "-D", str(pg.datadir), "-l", str(pg.logfile), "-m", "fast", "-w", "restart"])
+
+
+async def _not_ready(replica: Replica) -> bool:
+    return not await _store_ready(replica)
