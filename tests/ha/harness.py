@@ -18,9 +18,11 @@ import asyncio
 import contextlib
 import math
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -33,7 +35,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fakes.postgres import PostgresCluster
+from tests.fakes.postgres import SUPERUSER, PostgresCluster
 from tests.fakes.receivers import pagerduty_problems
 
 HOST = "127.0.0.1"
@@ -163,6 +165,94 @@ class PgProxy:
                     return
                 writer.write(data)
                 await writer.drain()
+
+
+# ---------------------------------------------------------------- pgbouncer
+
+
+PoolMode = Literal["session", "transaction"]
+
+
+class PgBouncer:
+    """The Debian `pgbouncer` between a replica (or its proxy) and PostgreSQL, for HA.md fault 12:
+    `PgBouncer(pg, "transaction")`, then `lab.start(1, upstream_port=bouncer.port)`. Every
+    database of `pg` is served; the superuser's password authenticates both hops (SCRAM)."""
+
+    def __init__(self, pg: PostgresCluster, pool_mode: PoolMode) -> None:
+        self.pg = pg
+        self.pool_mode = pool_mode
+        self.port = 0
+        self._dir: Path | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @staticmethod
+    def binary() -> str | None:
+        """Where pgbouncer is installed (scripts/test installs it), None when it is not."""
+        return next((p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.path.exists(p)), None)
+
+    async def start(self) -> Self:
+        binary = self.binary()
+        assert binary is not None, "pgbouncer is not installed (scripts/test installs it)"
+        self._dir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="monitor-pgbouncer-"))
+        self.port = free_port()
+        (self._dir / "userlist.txt").write_text(f'"{SUPERUSER}" "{self.pg.password}"\n')
+        (self._dir / "pgbouncer.ini").write_text(
+            "\n".join(
+                [
+                    "[databases]",
+                    f"* = host={HOST} port={self.pg.port}",
+                    "[pgbouncer]",
+                    f"listen_addr = {HOST}",
+                    f"listen_port = {self.port}",
+                    "unix_socket_dir =",
+                    "auth_type = scram-sha-256",
+                    f"auth_file = {self._dir / 'userlist.txt'}",
+                    f"pool_mode = {self.pool_mode}",
+                    "max_client_conn = 100",
+                    "default_pool_size = 10",
+                    f"logfile = {self._dir / 'pgbouncer.log'}",
+                    "",
+                ]
+            )
+        )
+        # pgbouncer refuses to run as root: as the fixture's PostgreSQL does, run it as postgres.
+        as_root = os.geteuid() == 0
+        if as_root:
+            for path in [self._dir, *self._dir.iterdir()]:
+                shutil.chown(path, SUPERUSER, SUPERUSER)
+        self._proc = await asyncio.create_subprocess_exec(
+            binary,
+            str(self._dir / "pgbouncer.ini"),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            user=SUPERUSER if as_root else None,
+            group=SUPERUSER if as_root else None,
+            extra_groups=[] if as_root else None,
+        )
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            assert self._proc.returncode is None, f"pgbouncer exited:\n{self.log()}"
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection(HOST, self.port)
+                writer.close()
+                return self
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"pgbouncer not listening within 10s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return (self._dir / "pgbouncer.log").read_text(errors="replace") if self._dir else ""
+        except OSError:
+            return ""
+
+    async def aclose(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.terminate()
+            await asyncio.wait_for(self._proc.wait(), 10)
+        self._proc = None
+        if self._dir is not None:
+            await asyncio.to_thread(shutil.rmtree, self._dir, True)
+            self._dir = None
 
 
 # ---------------------------------------------------------------- the target
@@ -708,15 +798,17 @@ class HaLab:
         wait_ready: bool = True,
         env: dict[str, str] | None = None,
         shard_env: bool = False,
+        upstream_port: int | None = None,
         **config: Any,
     ) -> list[Replica]:
         """Start `n` more replicas (named r0, r1, ...); `config` goes to `config_text`. With
-        `shard_env`, the shard is given as `MONITOR_SHARD=i/N` instead of in the file."""
+        `shard_env`, the shard is given as `MONITOR_SHARD=i/N` instead of in the file; with
+        `upstream_port`, each replica's proxy leads there (a `PgBouncer`) instead of to PostgreSQL."""
         placement = placement or [i % shards for i in range(n)]
         new: list[Replica] = []
         for shard in placement:
             name = f"r{len(self.replicas)}"
-            proxy = await PgProxy(self.pg.port).start()
+            proxy = await PgProxy(upstream_port or self.pg.port).start()
             port = free_port()
             path = self.dir / f"{name}.toml"
             in_file = {"shards": None} if shard_env else {"shards": shards, "shard": shard}

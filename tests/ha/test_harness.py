@@ -16,7 +16,9 @@ from tests.ha.harness import (
     FakePagerDuty,
     HaLab,
     PdEvent,
+    PgBouncer,
     PgProxy,
+    PoolMode,
     assert_no_trigger_after_resolve,
     assert_one_trigger_per_episode,
 )
@@ -127,3 +129,25 @@ async def test_launcher_runs_a_replica_through_its_proxy_to_a_page(ha_lab: HaLab
     await ha_lab.finish()
     assert ha_lab.exit_codes == {"r0": 0}
     assert len(ha_lab.scraper.rounds) >= 4
+
+
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+async def test_pgbouncer_pools_by_session_or_by_transaction(
+    pg_cluster: PostgresCluster, pool_mode: PoolMode
+) -> None:
+    """Two clients at once: in session mode each keeps its own server session; in transaction mode
+    they take turns on one, which is why a session advisory lock cannot be held through it."""
+    bouncer = await PgBouncer(pg_cluster, pool_mode).start()
+    try:
+        dsn = pg_cluster.dsn(port=bouncer.port)
+        a = await asyncpg.connect(dsn, timeout=5, statement_cache_size=0)
+        b = await asyncpg.connect(dsn, timeout=5, statement_cache_size=0)
+        try:
+            pid_a = await a.fetchval("select pg_backend_pid()")
+            pid_b = await b.fetchval("select pg_backend_pid()")
+        finally:
+            await a.close()
+            await b.close()
+    finally:
+        await bouncer.aclose()
+    assert (pid_a == pid_b) == (pool_mode == "transaction"), (pid_a, pid_b)
