@@ -421,9 +421,16 @@ class FakePagerDuty:
 
     async def _handle(self, request: web.Request) -> web.Response:
         t = time.monotonic()
-        body = await request.json()
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            self.problems.append(f"body is not a JSON object: {await request.text()!r}")
+            return web.json_response({"status": "invalid event", "errors": ["not JSON"]}, status=400)
         problems = pagerduty_problems(body)
-        details = (body.get("payload") or {}).get("custom_details") or {}
+        payload = body.get("payload")
+        details = (payload.get("custom_details") if isinstance(payload, dict) else None) or {}
         event = {
             "t": t,
             "dedup_key": str(body.get("dedup_key")),

@@ -84,11 +84,13 @@ async def test_pagerduty_holds_fails_and_records_a_dropped_sender() -> None:
                 assert resp.status == 202
             async with session.post(pd.url, json={"event_action": "trigger"}) as resp:
                 assert resp.status == 400  # no routing_key, dedup_key, payload
+            async with session.post(pd.url, data=b"not json") as resp:
+                assert resp.status == 400
         finally:
             await pd.aclose()
     assert [e.status for e in pd.events] == [503, 202, None, 202, 400]
     assert [e.dedup_key for e in pd.events[:4]] == ["backend-api:up"] * 4
-    assert pd.problems != []
+    assert any("routing_key" in p for p in pd.problems) and "body is not a JSON object" in pd.problems[-1]
 
 
 def _event(t: float, action: str, since: str = "s1", status: int | None = 202) -> PdEvent:
