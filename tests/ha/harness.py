@@ -719,7 +719,7 @@ class HaLab:
 
     `start(n, shards=1, ...)` writes one config per replica (state through its own proxy,
     `[cluster] mode = "ha"`, `failover`, one http check per name in `checks` at `interval = "1s"`
-    with the built-in `up` row, `trigger_after = 2`, every alert routed to PagerDuty) and starts
+    with the `up` row at `trigger_after = 2`, every alert routed to PagerDuty) and starts
     them. Replica i is on shard `i % shards` unless `placement` says otherwise.
     """
 
@@ -773,6 +773,9 @@ class HaLab:
             f'mode = "{mode}"',
             f'failover = "{failover}"',
             *([f"shards = {shards}", f"shard = {shard}"] if shards is not None else []),
+            "",
+            "[thresholds.up]",
+            "trigger_after = 2  # the built-in value, written out: the tests count runs by it",
             "",
             "[notifiers.oncall]",
             'type = "pagerduty"',
