@@ -122,6 +122,7 @@ class PgProxy:
 
     @property
     def open_links(self) -> int:
+        """Connections open right now (held ones included)."""
         return len(self._links)
 
     def _drop_all(self) -> None:
@@ -286,12 +287,15 @@ class Target:
             self._runner = None
 
     def down(self, *checks: str) -> None:
+        """These checks answer 503 from now on."""
         self._down.update(checks)
 
     def up(self, *checks: str) -> None:
+        """These checks answer 200 again."""
         self._down.difference_update(checks)
 
     def is_up(self, check: str) -> bool:
+        """Whether `check` answers 200 now."""
         return check not in self._down
 
     def runners(self, check: str) -> set[str]:
@@ -324,10 +328,12 @@ class PdEvent:
 
     @property
     def accepted(self) -> bool:
+        """PagerDuty took it (202)."""
         return self.status == 202
 
     @property
     def episode(self) -> tuple[str, str | None]:
+        """(dedup_key, since): one outage of one alert."""
         return (self.dedup_key, self.since)
 
 
@@ -370,16 +376,20 @@ class FakePagerDuty:
             self._runner = None
 
     def hold(self) -> None:
+        """Hold every request from now on, unanswered, until `release()`."""
         self._released.clear()
 
     def release(self) -> None:
+        """Answer the held requests (and the next ones) again."""
         self._released.set()
 
     def fail(self, status: int = 503, count: int | None = None) -> None:
+        """Answer `status` to the next `count` requests (every one, with None) until `accept()`."""
         self._fail_status = status
         self._fail_left = math.inf if count is None else count
 
     def accept(self) -> None:
+        """Answer 202 again."""
         self._fail_left = 0
 
     @property
@@ -405,6 +415,7 @@ class FakePagerDuty:
         return self.of(action, accepted=accepted)
 
     async def wait_held(self, count: int = 1, timeout_s: float = 20.0) -> None:
+        """Wait until `count` requests are held."""
         await self._wait(lambda: self._held >= count, timeout_s, f"{count} held request(s)")
 
     async def _wait(self, ready: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -507,6 +518,7 @@ class Replica:
         return self
 
     async def wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Wait until `/readyz` answers 200; fails with the log if the process exits."""
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
             if self.returncode is not None:
@@ -520,15 +532,18 @@ class Replica:
 
     @property
     def pid(self) -> int:
+        """The process id (the replica must have been started)."""
         assert self.proc is not None, f"{self.name} was never started"
         return self.proc.pid
 
     @property
     def returncode(self) -> int | None:
+        """The exit code, None while running (or never started)."""
         return None if self.proc is None else self.proc.returncode
 
     @property
     def running(self) -> bool:
+        """Started and not exited."""
         return self.proc is not None and self.proc.returncode is None
 
     def kill(self) -> None:
@@ -542,6 +557,7 @@ class Replica:
         self._signal(signal.SIGSTOP)
 
     def resume(self) -> None:
+        """SIGCONT after `pause()`."""
         self.paused = False
         self._signal(signal.SIGCONT)
 
@@ -584,6 +600,7 @@ class Replica:
             return resp.status, await resp.text()
 
     async def get_json(self, path: str) -> Any:
+        """GET `path`, asserting a 200: the parsed body."""
         status, body = await self.request("GET", path)
         assert status == 200, f"{self.name} GET {path}: {status} {body}"
         return body
@@ -651,6 +668,7 @@ class LeaderScraper:
 
     @property
     def latest(self) -> Scrape | None:
+        """The last scrape round, None before the first."""
         return self.rounds[-1] if self.rounds else None
 
     async def wait(self, ready: Callable[[Scrape], bool], timeout_s: float, what: str) -> Scrape:
@@ -735,6 +753,7 @@ class HaLab:
         self._closed = False
 
     async def open(self) -> Self:
+        """Start the target, the fake PagerDuty and the scraper (the fixture does)."""
         await self.target.start()
         await self.pagerduty.start()
         self.scraper.start()
@@ -831,6 +850,7 @@ class HaLab:
         return new
 
     def replica(self, name: str) -> Replica:
+        """The replica named `name` (r0, r1, ...)."""
         return next(r for r in self.replicas if r.name == name)
 
     def leaders(self, shard: int = 0) -> tuple[str, ...]:
@@ -851,6 +871,7 @@ class HaLab:
         return self.replica(scrape.leaders[shard][0])
 
     async def wait_no_leader(self, shard: int = 0, timeout_s: float = 20.0) -> None:
+        """Wait for a scrape in which no replica leads `shard`."""
         await self.scraper.wait(lambda s: not s.leaders.get(shard), timeout_s, f"no leader of shard {shard}")
 
     async def stop_all(self, timeout_s: float = 15.0) -> dict[str, int]:
