@@ -14,6 +14,7 @@ import enum
 import logging
 import os
 import random
+import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -174,17 +175,23 @@ class Elector:
         if not self._idle_timeout:
             await conn.fetch(_TERMINATE_LAPSED, self.shard_key)
         started = time.monotonic()
-        if await conn.fetchval("select pg_try_advisory_lock(hashtext($1))", self.lock_key):
-            epoch = await conn.fetchval(_CLAIM, self.shard_key, self.holder, self.budget.lease_s)
+        # Refused once for a shared session: that does not change while the process runs.
+        if self.refused is None and await conn.fetchval(
+            "select pg_try_advisory_lock(hashtext($1))", self.lock_key
+        ):
+            shared = await self._shared_session(conn)
+            epoch = None
+            if not shared:
+                epoch = await conn.fetchval(_CLAIM, self.shard_key, self.holder, self.budget.lease_s)
             if epoch is None:
                 await conn.execute("select pg_advisory_unlock(hashtext($1))", self.lock_key)
                 self._refuse(
-                    "the advisory lock is not held by this session (a transaction-pooling proxy "
-                    "such as pgbouncer in transaction mode?): use a direct or session-pooled connection"
+                    "this session's advisory lock is not its own (a transaction-pooling proxy such "
+                    "as pgbouncer in transaction mode shares it): use a direct or session-pooled "
+                    "connection to lead"
                 )
             else:
                 self._renewed_at = started
-                self.refused = None
                 self._become(Role.LEADER, epoch, self.holder)
                 log.warning("leading", extra={"reason": f"shard {self.shard_key} epoch {epoch}"})
                 return
@@ -196,9 +203,22 @@ class Elector:
                 self._on_change()
         await self._sleep(self._jittered())
 
+    async def _shared_session(self, conn: asyncpg.Connection) -> bool:
+        """Does another client see this session's settings? Behind a transaction-pooling proxy,
+        a fresh connection is handed the server session just released (LIFO), settings and
+        advisory lock included, and the pg_locks guard alone would pass while no client can be
+        told apart from another."""
+        token = secrets.token_hex(8)
+        await conn.execute(f"set monitor.session = '{token}'")
+        probe = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT_S)
+        try:
+            seen = await probe.fetchval("select current_setting('monitor.session', true)")
+        finally:
+            await probe.close()
+        return bool(seen == token)
+
     def _refuse(self, why: str) -> None:
-        if self.refused != why:
-            log.error("refusing to lead", extra={"reason": why})
+        log.error("refusing to lead", extra={"reason": why})
         self.refused = why
 
     async def _hold(self) -> None:
