@@ -159,11 +159,18 @@ class Elector:
                 await conn.execute("select pg_advisory_xact_lock(hashtext('monitor/schema'))")
                 await conn.execute(_SCHEMA)
             await conn.add_listener(CHANNEL, self._resigned)
+            # A session ended by the server (pg_terminate_backend, a restart) demotes at once,
+            # not at the next renew: the lock is free already.
+            conn.add_termination_listener(self._terminated)
         except BaseException:
             conn.terminate()
             raise
         self._conn = conn
         return conn
+
+    def _terminated(self, conn: asyncpg.Connection) -> None:
+        if conn is self._conn and not self._stopping:
+            self.step_down("the lock session ended")
 
     def _resigned(self, *args: object) -> None:
         if args and args[-1] == self.shard_key:
@@ -248,9 +255,9 @@ class Elector:
 
     def _lost(self, why: str) -> None:
         """Demote (if leading) and drop the session: its lock goes with it."""
-        if self._conn is not None:
-            self._conn.terminate()
-            self._conn = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
         if self.role is Role.LEADER:
             log.warning("leadership lost", extra={"reason": why})
             self._become(Role.FOLLOWER, self.epoch, None)

@@ -157,6 +157,7 @@ class StoreWriter(Writes):
             results = await self._apply([p.write for p in live])
         except Fenced as exc:  # the leader's writes are refused; a follower's among them are not
             if len(live) == 1:
+                self._on_fenced(exc)
                 _fail(live[0], exc)
             else:
                 await self._one_by_one(live)
@@ -181,6 +182,7 @@ class StoreWriter(Writes):
             try:
                 [result] = await self._apply([pending.write])
             except Fenced as exc:
+                self._on_fenced(exc)
                 _fail(pending, exc)
             except StoreError as exc:  # the store failed meanwhile: the rest fail with it
                 for rest in live[i:]:
@@ -200,7 +202,6 @@ class StoreWriter(Writes):
             results = await self.store.apply(fenced)
         except Fenced as exc:
             exc.operations = tuple(dict.fromkeys(w.operation for w in writes if w.operation in LEADER_WRITES))
-            self._on_fenced(exc)
             raise
         except StoreError:
             raise

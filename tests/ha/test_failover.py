@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from tests.fakes.postgres import SUPERUSER_PASSWORD, PostgresCluster, free_port
-from tests.ha.harness import HaLab, PgProxy, Replica
+from tests.ha.harness import HaLab, PgProxy, Replica, Scrape
 
 FAILOVER = "4s"  # R = 0.57 s, S = 1.6 s, D = 1.09 s, L = 2.67 s
 CHECK = "backend-api"
@@ -132,13 +132,14 @@ async def test_lock_session_terminated(ha_lab: HaLab) -> None:
     finally:
         await conn.close()
     ended = time.monotonic()
-    await ha_lab.scraper.wait(
-        lambda s: len(s.leaders.get(0, ())) == 1 and s.t > ended, 10, "a leader after the termination"
-    )
-    leader = ha_lab.replica(ha_lab.leaders()[0])
-    assert time.monotonic() - ended < 2.0 + 0.5  # + one scrape interval and its round trip
-    epoch = (await cluster_of(leader))["epoch"]
-    assert epoch == 2
+
+    def new_epoch(scrape: Scrape) -> bool:
+        names = scrape.leaders.get(0, ())
+        return len(names) == 1 and scrape.epochs.get(names[0]) == 2
+
+    scrape = await ha_lab.scraper.wait(new_epoch, 10, "a leader of epoch 2")
+    assert scrape.t - ended < 2.0
+    leader = ha_lab.replica(scrape.leaders[0][0])
     if leader is old:  # it lost its session and won again: a new epoch all the same
         assert await old.metric("monitor_cluster_transitions_total", shard="0") == 3
     else:
