@@ -193,8 +193,8 @@ class Elector:
             if epoch is None:
                 await conn.execute("select pg_advisory_unlock(hashtext($1))", self.lock_key)
                 self._refuse(
-                    "this session's advisory lock is not its own (a transaction-pooling proxy such "
-                    "as pgbouncer in transaction mode shares it): use a direct or session-pooled "
+                    "the advisory lock is not held by this session (a transaction-pooling proxy "
+                    "such as pgbouncer in transaction mode?): use a direct or session-pooled "
                     "connection to lead"
                 )
             else:

@@ -37,15 +37,12 @@ create table if not exists monitor_store_probe (id integer primary key, at doubl
 create table if not exists monitor_heartbeats (
   name text primary key, configured_at double precision not null, last_at double precision,
   ok boolean not null default true, reason text);
-create table if not exists monitor_cluster (
-  shard text primary key, epoch bigint not null, holder text not null,
-  holder_pid integer not null, expires_at timestamptz not null);
 create table if not exists monitor_acks (
   alert_id text primary key, by text, comment text, at timestamptz not null default now());
 alter table monitor_outbox add column if not exists claimed_epoch bigint not null default 0;
-alter table monitor_alerts add column if not exists version bigint not null default 0;
 """
-# An HA leader's round begins here. FOR SHARE: a takeover's epoch bump waits for a round in flight.
+# An HA leader's round begins here; FOR SHARE: a takeover's epoch bump waits for a round in flight.
+# (monitor_cluster is monitor.cluster's: the elector makes it.)
 _FENCE = "select 1 from monitor_cluster where shard = $1 and epoch = $2 and expires_at > now() for share"
 _CLAIM = """
 update monitor_outbox o set claimed_epoch = $3 from monitor_cluster c
@@ -238,7 +235,7 @@ async def _commit(
         await conn.execute(
             "insert into monitor_alerts (key, alert_id, active, updated_at, doc) "
             "values ($1, $2, $3, $4, $5) on conflict (key) do update set active = excluded.active, "
-            "updated_at = excluded.updated_at, doc = excluded.doc, version = monitor_alerts.version + 1",
+            "updated_at = excluded.updated_at, doc = excluded.doc",
             alert.key,
             alert.alert_id,
             alert.active,
