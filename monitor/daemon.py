@@ -25,7 +25,7 @@ from monitor.clock import Clock, SystemClock
 from monitor.cluster import Elector, Role
 from monitor.config import Config, ConfigError, load_config
 from monitor.metrics import Metrics
-from monitor.models import CheckResult
+from monitor.models import CheckResult, Level
 from monitor.once import build_notifiers, new_http_session
 from monitor.runner import run_check
 from monitor.runtime import CheckRuntime, alert_policy, build_runtimes, summary
@@ -92,6 +92,8 @@ class Daemon:
         self.heartbeats = HeartbeatBook(self.store, self.clock)
         self._deps = CheckDeps(http=self._session, heartbeats=self.heartbeats)
         self.outbox = self._new_outbox(config)
+        if self.elector is not None:  # until it leads, no claim can succeed: nothing is sent
+            self.outbox.lease = _Lease(self.elector, self.store, 0, lambda: None)
         self.runtimes: dict[str, CheckRuntime] = {}
         self.alerts = AlertPipeline(alert_policy(config, self.runtimes), self.store, self.outbox, self.clock)
         self.runtimes.update(build_runtimes(config, self._deps, self.alerts))
@@ -283,9 +285,20 @@ class Daemon:
             raise
         self._leading = epoch
         self.outbox.start()
+        await self._seed()
         self._lead_task = asyncio.create_task(self._lead(), name="alerts-tick")
         loaded = f"epoch {epoch}, {len(self.alerts.active)} alerts"
         log.warning("took over alerting", extra={"reason": loaded})
+
+    async def _seed(self) -> None:
+        """The follower's warm evaluators count for the new leader: each check breaching at its
+        latest run is counted once, so that a takeover during a breach does not start its count
+        from nothing (a pending alert lived only in the old leader's memory)."""
+        now = self.clock.now()
+        for name, rt in list(self.runtimes.items()):
+            rows = rt.evaluator.evaluations()
+            if any(row.level is not Level.OK for row in rows):
+                await self.alerts.observe(name, rows, rt.reason, now)
 
     async def _demote(self, flush: bool = False) -> None:
         """Stop the tick and the workers and forget their queues: the store has what matters."""
@@ -422,6 +435,8 @@ class Daemon:
         await self.heartbeats.configure(self._heartbeat_names())
         if new.notifiers != self.config.notifiers:
             await self.outbox.reconfigure(build_notifiers(new, self._session))
+            if self.elector is not None and self._leading is None:
+                await self.outbox.stop()  # a follower runs no workers (reconfigure started them)
         self.alerts.policy = alert_policy(new, fresh)
         self.config = new
         self.metrics.config_reloads.labels("success").inc()
