@@ -151,3 +151,33 @@ async def test_fenced_round_writes_nothing_and_a_claim_needs_the_epoch(dsn: str)
         await a.resign()
         await writer.stop()
         await writer.close()
+
+
+async def test_without_idle_session_timeout_a_follower_ends_a_lapsed_holder(dsn: str) -> None:
+    """PostgreSQL 13 has no idle_session_timeout: a frozen holder keeps its lock (and its session)
+    until a follower terminates its backend, once its lease has expired, and not before."""
+    frozen = await asyncpg.connect(dsn)
+    await frozen.execute(
+        "create table monitor_cluster (shard text primary key, epoch bigint not null, "
+        "holder text not null, holder_pid integer not null, expires_at timestamptz not null)"
+    )
+    await frozen.execute("select pg_advisory_lock(hashtext('monitor/0/1'))")
+    await frozen.execute(
+        "insert into monitor_cluster values ('0/1', 5, 'frozen', pg_backend_pid(), now() + interval '3 s')"
+    )
+    watch = Watch()
+    b = elector(dsn, watch, "b")
+    b._idle_timeout = False  # as on PostgreSQL 13
+    task = asyncio.create_task(b.run())
+    try:
+        await asyncio.sleep(1.5)  # the lease runs: the holder is left alone
+        assert b.role is Role.FOLLOWER and (b.epoch, b.leader) == (5, "frozen") and not frozen.is_closed()
+        await watch.until(b, Role.LEADER, timeout_s=5)
+        assert b.epoch == 6
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+            await frozen.fetchval("select 1")  # its backend was ended
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await b.resign()
+        frozen.terminate()
