@@ -10,7 +10,7 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from alerts import lifecycle, stages
@@ -38,6 +38,15 @@ log = logging.getLogger("alerts")
 _TICK_SLICE = 500  # alerts decided between two yields to the loop
 
 
+@dataclass(frozen=True, slots=True)
+class Foreign:
+    """A dependency that another shard runs, as its leader published it (SPEC section 9)."""
+
+    breaching: bool
+    evaluated_at: float  # -inf: never published
+    bound_s: float  # 2 x its interval + failover: an older state is unknown (fail open)
+
+
 class AlertPipeline:
     """Alert state, and every decision about it, in one place."""
 
@@ -58,6 +67,7 @@ class AlertPipeline:
         self._storm_routes: dict[str, Route] = {}  # routes the storm's firing alerts would go to
         self._storm_fired: set[str] = set()  # alert ids whose routes joined _storm_routes
         self._storm_writing = False  # a storm notification is being stored
+        self.foreign: dict[str, Foreign] = {}  # dependencies run by other shards, set each tick
         self.policy = policy
 
     @property
@@ -253,6 +263,8 @@ class AlertPipeline:
 
     def up_breaching(self, check: str) -> bool:
         up = self._by_check.get(check, {}).get("up")
+        if up is None and (foreign := self.foreign.get(check)) is not None:
+            return foreign.breaching and self.clock.now() - foreign.evaluated_at <= foreign.bound_s
         return up is not None and up.state is not AlertState.RESOLVED
 
     def depends_on(self, check: str) -> tuple[str, ...]:
@@ -383,7 +395,14 @@ class AlertPipeline:
     def _awaiting_dependencies(self, alert: Alert) -> bool:
         """A check's page waits until each dependency has been evaluated since the breach began:
         if the database is the cause, its own alert must win the race."""
-        return any(self._last_seen.get(dep, -1.0) < alert.started_at for dep in self.depends_on(alert.check))
+        return any(self._unseen(dep, alert.started_at) for dep in self.depends_on(alert.check))
+
+    def _unseen(self, dep: str, since: float) -> bool:
+        foreign = self.foreign.get(dep)
+        if foreign is None:
+            return self._last_seen.get(dep, -1.0) < since
+        # Another shard's: waited for at most its bound, then the page goes (fail open).
+        return foreign.evaluated_at < since and self.clock.now() - since <= foreign.bound_s
 
     async def _write(
         self, alert: Alert, outgoing: list[tuple[str, Notification]], active: bool = True

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
 import resource
 import time
@@ -18,7 +19,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from alerts.outbox import Outbox
-from alerts.pipeline import AlertPipeline
+from alerts.pipeline import AlertPipeline, Foreign
 from checks import CheckDeps
 from monitor.api import build_app
 from monitor.clock import Clock, SystemClock
@@ -30,8 +31,10 @@ from monitor.once import build_notifiers, new_http_session
 from monitor.runner import run_check
 from monitor.runtime import CheckRuntime, alert_policy, build_runtimes, summary
 from monitor.scheduler import Scheduler
+from monitor.sharding import members
 from monitor.store import (
     AckRequest,
+    CheckState,
     Fenced,
     HeartbeatBook,
     OutboxItem,
@@ -87,6 +90,7 @@ class Daemon:
         self._leading: int | None = None  # the epoch this replica leads with, once it has taken over
         self._lead_task: asyncio.Task[None] | None = None
         self._transitions = 0  # the elector's transitions counted so far
+        self._published, self._foreign = _dependencies(config)
         self._session = new_http_session()
         # Heartbeat checks' first-configured times and latest pings, over the store (SPEC 13).
         self.heartbeats = HeartbeatBook(self.store, self.clock)
@@ -142,6 +146,7 @@ class Daemon:
             self._tasks.append(asyncio.create_task(self.elector.run(), name="elector"))
             self._tasks.append(asyncio.create_task(self._follow_roles(), name="roles"))
         self._tasks.append(asyncio.create_task(self._retry_store_forever(), name="store-retry"))
+        self._tasks.append(asyncio.create_task(self._follow_dependencies(), name="dependencies"))
         for name, rt in self.runtimes.items():  # added before start: one wake-up, not one per job
             self.scheduler.add(name, rt.check.config.interval)
         self.scheduler.start()
@@ -330,6 +335,23 @@ class Daemon:
                 log.exception("alert tick failed")
             await asyncio.sleep(TICK_S)
 
+    async def _follow_dependencies(self) -> None:
+        """Every TICK_S: the published state of the dependencies that other shards run."""
+        while True:
+            if self._foreign:
+                try:
+                    states = {s.check: s for s in await self.store.load_check_states(self._foreign)}
+                except StoreError:
+                    pass  # counted and logged by the store; an old state goes stale (fail open)
+                else:
+                    self.alerts.foreign = {
+                        dep: Foreign(s.breaching, s.evaluated_at, bound)
+                        if (s := states.get(dep)) is not None
+                        else Foreign(False, -math.inf, bound)
+                        for dep, bound in self._foreign.items()
+                    }
+            await asyncio.sleep(TICK_S)
+
     async def _step_down(self) -> None:
         """At stop: no more leading, then resign (unlock and NOTIFY) so that a follower leads now."""
         e = self.elector
@@ -438,6 +460,7 @@ class Daemon:
             if self.elector is not None and self._leading is None:
                 await self.outbox.stop()  # a follower runs no workers (reconfigure started them)
         self.alerts.policy = alert_policy(new, fresh)
+        self._published, self._foreign = _dependencies(new)
         self.config = new
         self.metrics.config_reloads.labels("success").inc()
         log.info("config reloaded", extra={"checks": len(fresh)})
@@ -474,6 +497,10 @@ class Daemon:
                 log.warning("check down", extra={"check": name, "reason": result.reason})
         if self._leading is not None or self.elector is None:  # a follower's checks do not alert
             await self.alerts.evaluated(name, breaching, rt.evaluator.evaluations, result.reason, now)
+            if name in self._published:  # another shard's checks depend on it
+                state = CheckState(name, result.up, self.alerts.up_breaching(name), now)
+                with contextlib.suppress(StoreError):  # counted and logged; the next run publishes
+                    await self.store.publish_state(state)
 
     def _skipped(self, name: str) -> None:
         rt = self.runtimes.get(name)
@@ -624,9 +651,7 @@ async def _watch(path: str, reload: asyncio.Event, every_s: float = 2.0) -> None
 class _Lease:
     """The outbox's Lease: its right to send while this replica leads with `epoch`."""
 
-    def __init__(
-        self, elector: Elector, store: StoreWriter, epoch: int, refused: Callable[[], None]
-    ) -> None:
+    def __init__(self, elector: Elector, store: StoreWriter, epoch: int, refused: Callable[[], None]) -> None:
         self.elector, self.store, self.epoch = elector, store, epoch
         self._refused = refused
 
@@ -638,3 +663,22 @@ class _Lease:
             self._refused()
             return None
         return await self.store.claim(item.id, self.elector.shard_key, self.epoch)
+
+
+def _dependencies(config: Config) -> tuple[frozenset[str], dict[str, float]]:
+    """With shards: this shard's checks that checks of other shards depend on (published by its
+    leader), and the other shards' checks that this shard's depend on, each with how old its
+    published state may be before it counts as unknown: 2 x its interval + failover."""
+    if config.cluster.shards == 1:
+        return frozenset(), {}
+    mine = members(config)
+    by_name = {c.name: c for c in config.checks}
+    published = {d for c in config.checks if c.name not in mine for d in c.depends_on if d in mine}
+    foreign = {
+        d: 2 * by_name[d].interval + config.cluster.failover
+        for c in config.checks
+        if c.name in mine
+        for d in c.depends_on
+        if d not in mine
+    }
+    return frozenset(published), foreign

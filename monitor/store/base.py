@@ -7,7 +7,15 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-READS = ("ping", "load_alerts", "pending", "load_silences", "load_heartbeats", "load_acks")
+READS = (
+    "ping",
+    "load_alerts",
+    "pending",
+    "load_silences",
+    "load_heartbeats",
+    "load_acks",
+    "load_check_states",
+)
 WRITES = frozenset(
     {
         "probe",
@@ -23,6 +31,7 @@ WRITES = frozenset(
         "claim",
         "request_ack",
         "clear_ack",
+        "publish_state",
     }
 )
 # The `operation` label values of monitor_store_errors_total.
@@ -75,6 +84,17 @@ class AckRequest:
     alert_id: str
     by: str | None
     comment: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckState:
+    """A check's state as its shard's leader publishes it for checks of other shards that
+    depend on it: `breaching` while its `up` alert is pending or firing."""
+
+    check: str
+    up: bool
+    breaching: bool
+    evaluated_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +158,10 @@ class Store(Protocol):
         """Acknowledgements posted to followers and not yet acted on (only an HA pair has any)."""
         ...
 
+    async def load_check_states(self, names: Collection[str]) -> list[CheckState]:
+        """What other shards' leaders published of the checks named (only shards have any)."""
+        ...
+
     # Each write spelled as a method (see `Writes`).
     async def probe(self) -> None: ...
     async def commit(self, alert: AlertRecord | None, outgoing: Outgoing, now: float) -> list[OutboxItem]: ...
@@ -150,6 +174,7 @@ class Store(Protocol):
     async def claim(self, item_id: int, shard: str, epoch: int) -> bool: ...
     async def request_ack(self, request: AckRequest) -> None: ...
     async def clear_ack(self, alert_id: str) -> None: ...
+    async def publish_state(self, state: CheckState) -> None: ...
 
 
 class Writes:
@@ -207,6 +232,10 @@ class Writes:
 
     async def clear_ack(self, alert_id: str) -> None:
         await self.write(Write("clear_ack", (alert_id,)))
+
+    async def publish_state(self, state: CheckState) -> None:
+        """A shard leader's, for a check that a check of another shard depends on."""
+        await self.write(Write("publish_state", (state,)))
 
 
 def reason(exc: BaseException) -> str:

@@ -7,7 +7,7 @@ import json
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from monitor.store.base import AckRequest, AlertRecord, Heartbeat, OutboxItem, Write, Writes
+from monitor.store.base import AckRequest, AlertRecord, CheckState, Heartbeat, OutboxItem, Write, Writes
 
 
 class MemoryStore(Writes):
@@ -69,6 +69,9 @@ class MemoryStore(Writes):
 
     async def load_acks(self) -> list[AckRequest]:
         return []  # acks posted to a follower: only an HA pair (PostgreSQL) has followers
+
+    async def load_check_states(self, names: Collection[str]) -> list[CheckState]:
+        return []  # published by other shards: only shards (PostgreSQL) have them
 
 
 class _Round:

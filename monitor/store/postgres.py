@@ -13,6 +13,7 @@ from monitor.models import MASK, mask_url
 from monitor.store.base import (
     AckRequest,
     AlertRecord,
+    CheckState,
     Fenced,
     Heartbeat,
     OutboxItem,
@@ -40,6 +41,9 @@ create table if not exists monitor_heartbeats (
 create table if not exists monitor_acks (
   alert_id text primary key, by text, comment text, at timestamptz not null default now());
 alter table monitor_outbox add column if not exists claimed_epoch bigint not null default 0;
+create table if not exists monitor_check_state (
+  check_name text primary key, up boolean not null, breaching boolean not null,
+  evaluated_at double precision not null);
 """
 # An HA leader's round begins here; FOR SHARE: a takeover's epoch bump waits for a round in flight.
 # (monitor_cluster is monitor.cluster's: the elector makes it.)
@@ -138,6 +142,14 @@ class PostgresStore(Writes):
             rows = await self.pool.fetch(query + " where name = any($1::text[])", list(names))
         return [Heartbeat(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
+    async def load_check_states(self, names: Collection[str]) -> list[CheckState]:
+        rows = await self.pool.fetch(
+            "select check_name, up, breaching, evaluated_at from monitor_check_state "
+            "where check_name = any($1::text[])",
+            list(names),
+        )
+        return [CheckState(r[0], r[1], r[2], r[3]) for r in rows]
+
     async def load_acks(self) -> list[AckRequest]:
         rows = await self.pool.fetch("select alert_id, by, comment from monitor_acks order by at")
         return [AckRequest(r[0], r[1], r[2]) for r in rows]
@@ -214,6 +226,17 @@ async def _run(conn: asyncpg.Connection, write: Write) -> Any:
                 request.alert_id,
                 request.by,
                 request.comment,
+            )
+        case "publish_state":
+            (state,) = args
+            await conn.execute(
+                "insert into monitor_check_state (check_name, up, breaching, evaluated_at) "
+                "values ($1, $2, $3, $4) on conflict (check_name) do update set up = excluded.up, "
+                "breaching = excluded.breaching, evaluated_at = excluded.evaluated_at",
+                state.check,
+                state.up,
+                state.breaching,
+                state.evaluated_at,
             )
         case "clear_ack":
             await conn.execute("delete from monitor_acks where alert_id = $1", *args)

@@ -18,6 +18,7 @@ import aiosqlite
 from monitor.store.base import (
     AckRequest,
     AlertRecord,
+    CheckState,
     Heartbeat,
     OutboxItem,
     StoreError,
@@ -292,6 +293,9 @@ class SqliteStore(Writes):
 
     async def load_acks(self) -> list[AckRequest]:
         return []  # acks posted to a follower: only an HA pair (PostgreSQL) has followers
+
+    async def load_check_states(self, names: Collection[str]) -> list[CheckState]:
+        return []  # published by other shards: only shards (PostgreSQL) have them
 
 
 async def _commit(

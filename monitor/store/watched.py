@@ -12,6 +12,7 @@ from monitor.models import format_duration
 from monitor.store.base import (
     READS,
     AckRequest,
+    CheckState,
     Fenced,
     Heartbeat,
     OutboxItem,
@@ -120,6 +121,9 @@ class WatchedStore(Writes):
 
     async def load_acks(self) -> list[AckRequest]:
         return await self._do(("load_acks",), self.store.load_acks)
+
+    async def load_check_states(self, names: Collection[str]) -> list[CheckState]:
+        return await self._do(("load_check_states",), lambda: self.store.load_check_states(names))
 
     def fault(self, exc: Exception) -> str | None:
         return str(exc) if isinstance(exc, StoreError) else self.store.fault(exc)

@@ -17,14 +17,24 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.store.base import AckRequest, Fenced, Heartbeat, OutboxItem, Store, StoreError, Write, Writes
+from monitor.store.base import (
+    AckRequest,
+    CheckState,
+    Fenced,
+    Heartbeat,
+    OutboxItem,
+    Store,
+    StoreError,
+    Write,
+    Writes,
+)
 from monitor.store.watched import WatchedStore
 
 log = logging.getLogger("monitor.store.writer")
 
 # What only a leader writes: in an HA pair these are fenced; a follower's writes (silences, ack
 # requests, heartbeat pings) are not, so that its API works whoever leads.
-LEADER_WRITES = frozenset({"commit", "reschedule", "finish", "claim", "clear_ack"})
+LEADER_WRITES = frozenset({"commit", "reschedule", "finish", "claim", "clear_ack", "publish_state"})
 ROUND_MAX = 500  # writes in one transaction: a round stays short for the reads waiting behind it
 STOP_DRAIN_S = 1.0  # at stop, how long what is queued is given (the daemon must exit in 10 s)
 
@@ -118,6 +128,9 @@ class StoreWriter(Writes):
 
     async def load_acks(self) -> list[AckRequest]:
         return await self.store.load_acks()
+
+    async def load_check_states(self, names: Collection[str]) -> list[CheckState]:
+        return await self.store.load_check_states(names)
 
     # ------------------------------------------------------------ writes: through the queue
 

@@ -426,3 +426,37 @@ async def _behind_pgbouncer(lab: HaLab, pgbouncer: int, mode: str) -> Replica:
 
 async def _refused(replica: Replica) -> bool:
     return "refusing to lead" in replica.log() and "pgbouncer in transaction mode" in replica.log()
+
+
+async def test_depends_on_across_shards(ha_lab: HaLab) -> None:
+    """11 (dependencies). `backend-api` (shard 1 of 2) depends on `database` (shard 0): both down
+    page once, for the database, and backend-api shows `suppressed: "dependency"`; with shard 0
+    dead, backend-api pages once its dependency's state is older than 2 x interval + failover."""
+    db_shard, api_shard = await ha_lab.start(
+        2, shards=2, failover=FAILOVER, checks=("database", CHECK), extra='depends_on = ["database"]'
+    )
+    assert (db_shard.shard, api_shard.shard) == (0, 1)  # the hashmod of these names
+    await ha_lab.wait_leader(0)
+    await ha_lab.wait_leader(1)
+    ha_lab.target.down("database", CHECK)
+    [page] = await ha_lab.pagerduty.wait_event("trigger", accepted=True)
+    assert page.body["payload"]["component"] == "database"
+    await until(lambda: _suppressed_by(api_shard, CHECK, "dependency"), "backend-api suppressed", 5)
+    ha_lab.target.up("database", CHECK)
+    await ha_lab.pagerduty.wait_event("resolve")
+    await asyncio.sleep(1.5)  # backend-api's own alert resolved, never paged
+    db_shard.kill()
+    ha_lab.target.down(CHECK)
+    down = time.monotonic()
+    triggers = await ha_lab.pagerduty.wait_event("trigger", 2, accepted=True, timeout_s=20)
+    bound_s = 2 * 1.0 + 4.0  # database's interval and the failover
+    assert triggers[1].body["payload"]["component"] == CHECK
+    assert bound_s - 1.0 <= triggers[1].t - down <= bound_s + 4.0
+    ha_lab.target.up(CHECK)
+    await ha_lab.pagerduty.wait_event("resolve", 2)
+    await ha_lab.finish()
+
+
+async def _suppressed_by(replica: Replica, check: str, why: str) -> bool:
+    body = await replica.get_json("/api/v1/alerts")
+    return any(a["check"] == check and a["suppressed"] == why for a in body["alerts"])
