@@ -116,6 +116,10 @@ class Elector:
         self._stopping = False
 
     @property
+    def is_leader(self) -> bool:
+        return self.role is Role.LEADER
+
+    @property
     def lock_key(self) -> str:
         return f"monitor/{self.shard_key}"
 

@@ -12,7 +12,7 @@ import os
 import resource
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -23,7 +23,6 @@ from alerts.pipeline import AlertPipeline, Foreign
 from checks import CheckDeps
 from monitor.api import build_app
 from monitor.clock import Clock, SystemClock
-from monitor.cluster import Elector, Role
 from monitor.config import Config, ConfigError, load_config
 from monitor.metrics import Metrics
 from monitor.models import CheckResult, Level
@@ -44,6 +43,9 @@ from monitor.store import (
     make_store,
 )
 from monitor.views import alert_view, silence_view
+
+if TYPE_CHECKING:
+    from monitor.cluster import Elector  # imported when used: it loads asyncpg
 
 log = logging.getLogger("monitor.daemon")
 
@@ -218,7 +220,8 @@ class Daemon:
         cluster = config.cluster
         if cluster.mode != "ha":
             return None
-        # The config makes sure that the state store is PostgreSQL.
+        from monitor.cluster import Elector  # the config makes sure the store is PostgreSQL
+
         elector = Elector(
             str(config.monitor.state), cluster.shard, cluster.shards, cluster.failover, self._elected
         )
@@ -230,7 +233,7 @@ class Daemon:
     def leading(self) -> bool:
         """This replica acts as the leader now (an HA leader past its deadline D does not)."""
         e = self.elector
-        return e is None or (e.role is Role.LEADER and e.lease_left() > 0)
+        return e is None or e.lease_left() > 0
 
     def _elected(self) -> None:
         """The elector's state changed: counted here, acted on by `_follow_roles`."""
@@ -264,7 +267,7 @@ class Daemon:
     async def _sync_role(self) -> None:
         e = self.elector
         assert e is not None
-        epoch = e.epoch if e.role is Role.LEADER else None
+        epoch = e.epoch if e.is_leader else None
         if epoch is not None and self._leading != epoch:
             if self._leading is not None:
                 await self._demote()

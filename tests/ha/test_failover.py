@@ -56,8 +56,9 @@ async def test_steady_pair_pages_once(ha_lab: HaLab) -> None:
     leader = await ha_lab.wait_leader()
     follower = b if leader is a else a
     assert (await cluster_of(leader))["role"] == "leader"
+    holder = (await cluster_of(leader))["leader"]
+    await until(lambda: _follows(follower, holder), "the follower names the leader", timeout_s=3)
     view = await cluster_of(follower)
-    assert view["role"] == "follower" and view["leader"] == (await cluster_of(leader))["leader"]
     assert view["mode"] == "ha" and view["checks"] == 1 and view["epoch"] == 1
     await outage(ha_lab, leader)
     await asyncio.sleep(3)  # a second page would have come by now (repeat is 1h, both run the check)
@@ -86,6 +87,11 @@ async def test_kill_leader_while_firing(ha_lab: HaLab) -> None:
     ha_lab.target.up(CHECK)
     await ha_lab.pagerduty.wait_event("resolve")
     await ha_lab.finish()
+
+
+async def _follows(replica: Replica, holder: object) -> bool:
+    view = await cluster_of(replica)
+    return view["role"] == "follower" and view["leader"] == holder
 
 
 async def role_of(replica: Replica) -> str:
