@@ -73,6 +73,10 @@ class ApiSource(Protocol):
         """24 hourly p95 latencies in ms, oldest first; None for an hour without runs."""
         ...
 
+    def cluster_view(self) -> dict[str, Any]:
+        """GET /api/v1/cluster: mode, shard, shards, role, epoch, leader, checks (SPEC section 9)."""
+        ...
+
 
 class BadRequest(ValueError):
     """A request body or query the API cannot take; its message is shown to the caller."""
@@ -365,6 +369,9 @@ def build_app(source: ApiSource) -> web.Application:
     async def fail(request: web.Request) -> web.Response:
         return await heartbeat(request, ok=False)
 
+    async def cluster(_: web.Request) -> web.Response:
+        return web.json_response(source.cluster_view())
+
     async def status_page(_: web.Request) -> web.Response:
         return web.Response(
             text=await statuspage.render(source), content_type="text/html", headers=statuspage.HEADERS
@@ -379,6 +386,7 @@ def build_app(source: ApiSource) -> web.Application:
     app.router.add_get("/api/v1/silences", list_silences)
     app.router.add_post("/api/v1/silences", add_silence)
     app.router.add_delete("/api/v1/silences/{id}", delete_silence)
+    app.router.add_get("/api/v1/cluster", cluster)
     for path, handler in (("/api/v1/heartbeats/{name}", ping), ("/api/v1/heartbeats/{name}/fail", fail)):
         app.router.add_post(path, handler)
         app.router.add_get(path, handler)  # `curl -fsS URL` in a crontab

@@ -7,7 +7,7 @@ import json
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from monitor.store.base import AlertRecord, Heartbeat, OutboxItem, Write, Writes
+from monitor.store.base import AckRequest, AlertRecord, CheckState, Heartbeat, OutboxItem, Write, Writes
 
 
 class MemoryStore(Writes):
@@ -66,6 +66,12 @@ class MemoryStore(Writes):
         if names is None:
             return list(self._heartbeats.values())
         return [h for name in names if (h := self._heartbeats.get(name)) is not None]
+
+    async def load_acks(self) -> list[AckRequest]:
+        return []  # acks posted to a follower: only an HA pair (PostgreSQL) has followers
+
+    async def load_check_states(self, names: Collection[str]) -> list[CheckState]:
+        return []  # published by other shards: only shards (PostgreSQL) have them
 
 
 class _Round:

@@ -15,7 +15,17 @@ from typing import Any
 
 import aiosqlite
 
-from monitor.store.base import AlertRecord, Heartbeat, OutboxItem, StoreError, Write, Writes, reason
+from monitor.store.base import (
+    AckRequest,
+    AlertRecord,
+    CheckState,
+    Heartbeat,
+    OutboxItem,
+    StoreError,
+    Write,
+    Writes,
+    reason,
+)
 
 _SCHEMA = """
 create table if not exists alerts (
@@ -280,6 +290,12 @@ class SqliteStore(Writes):
             async with db.execute(query, params) as cursor:
                 rows = await cursor.fetchall()
         return [Heartbeat(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
+
+    async def load_acks(self) -> list[AckRequest]:
+        return []  # acks posted to a follower: only an HA pair (PostgreSQL) has followers
+
+    async def load_check_states(self, names: Collection[str]) -> list[CheckState]:
+        return []  # published by other shards: only shards (PostgreSQL) have them
 
 
 async def _commit(

@@ -9,7 +9,18 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from monitor.models import format_duration
-from monitor.store.base import READS, Heartbeat, OutboxItem, Store, StoreError, Write, Writes
+from monitor.store.base import (
+    READS,
+    AckRequest,
+    CheckState,
+    Fenced,
+    Heartbeat,
+    OutboxItem,
+    Store,
+    StoreError,
+    Write,
+    Writes,
+)
 
 log = logging.getLogger("monitor.store")
 T = TypeVar("T")
@@ -55,6 +66,8 @@ class WatchedStore(Writes):
         try:
             async with asyncio.timeout(OPERATION_TIMEOUT_S):
                 result = await call()
+        except Fenced:
+            raise  # the store answered: this leader is out of date, the store is not failing
         except StoreError as exc:
             self._failed(operations, exc)
             raise
@@ -105,6 +118,12 @@ class WatchedStore(Writes):
 
     async def load_heartbeats(self, names: Collection[str] | None = None) -> list[Heartbeat]:
         return await self._do(("load_heartbeats",), lambda: self.store.load_heartbeats(names))
+
+    async def load_acks(self) -> list[AckRequest]:
+        return await self._do(("load_acks",), self.store.load_acks)
+
+    async def load_check_states(self, names: Collection[str]) -> list[CheckState]:
+        return await self._do(("load_check_states",), lambda: self.store.load_check_states(names))
 
     def fault(self, exc: Exception) -> str | None:
         return str(exc) if isinstance(exc, StoreError) else self.store.fault(exc)
