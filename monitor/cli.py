@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 try:
     import uvloop
@@ -19,18 +19,12 @@ except ImportError:  # not built for this platform (Windows)
     uvloop = None
 
 from monitor import __version__
-from monitor.config import Config, ConfigError, config_schema, load_config
-from monitor.logs import setup_logging
-from monitor.once import (
-    exit_code,
-    health_url,
-    healthcheck,
-    nagios_output,
-    nagios_text,
-    nagios_unknown,
-    notify_test,
-    run_once,
-)
+
+if TYPE_CHECKING:
+    from monitor.config import Config
+
+# The rest of the package is imported by the commands that use it: `monitor healthcheck` runs
+# every few seconds in a container, and needs none of it (no pydantic models, no aiohttp).
 
 log = logging.getLogger("monitor.cli")
 
@@ -88,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     path = getattr(args, "config", None) or _default_config()
     if args.command == "schema":
+        from monitor.config import config_schema
+
         print(json.dumps(config_schema(), indent=2))
         return 0
     if args.command == "validate":
@@ -102,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _notify_test(path: str, name: str) -> int:
+    from monitor.config import ConfigError, load_config
+    from monitor.logs import setup_logging
+    from monitor.once import notify_test
+
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -124,22 +124,24 @@ def _notify_test(path: str, name: str) -> int:
 
 def _healthcheck(path: str) -> int:
     """For the image's HEALTHCHECK: 0 when the daemon of this config answers /healthz, else 1."""
+    from monitor.healthcheck import ListenError, listen_address, probe, url_of
+
     try:
-        config = load_config(path)
-    except ConfigError as exc:
-        print(f"unhealthy: {path}: invalid configuration: {exc.errors[0]}")
-        for line in exc.errors[1:]:
-            print(f"  {line}")
+        host, port = listen_address(path)
+    except ListenError as exc:
+        print(f"unhealthy: {exc}")
         return 1
-    reason = run_async(healthcheck(config))
+    reason = probe(host, port)
     if reason is None:
-        print(f"healthy: {health_url(config)}")
+        print(f"healthy: {url_of(host, port)}")
         return 0
     print(f"unhealthy: {reason}")
     return 1
 
 
 def _validate(path: str) -> int:
+    from monitor.config import ConfigError, load_config
+
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -154,6 +156,10 @@ def _validate(path: str) -> int:
 
 
 def _once(path: str, as_json: bool, names: list[str] | None) -> int:
+    from monitor.config import ConfigError, load_config
+    from monitor.logs import setup_logging
+    from monitor.once import exit_code, nagios_output, nagios_unknown, run_once
+
     errors: list[str] = []
     what = "invalid configuration"
     config: Config | None = None
@@ -179,6 +185,8 @@ def _once(path: str, as_json: bool, names: list[str] | None) -> int:
 
 
 def _table(result: dict[str, Any]) -> str:
+    from monitor.once import nagios_text
+
     rows = [("CHECK", "TYPE", "STATUS", "UP", "MS", "STATES", "REASON")]
     for c in result["checks"]:
         states = " ".join(f"{m}={s}" for m, s in c["states"].items() if s != "ok") or "-"
@@ -201,6 +209,9 @@ def _table(result: dict[str, Any]) -> str:
 
 
 def _run(path: str, watch: bool = False) -> int:
+    from monitor.config import ConfigError, load_config
+    from monitor.logs import setup_logging
+
     try:
         config = load_config(path)
     except ConfigError as exc:

@@ -20,10 +20,8 @@ from monitor import __version__
 from monitor.clock import Clock, SystemClock
 from monitor.config import Config, ThresholdRow
 from monitor.models import EXIT_CODES, STATUS_RANK, Status
-from monitor.neterrors import network_reason
 from monitor.runner import run_check
 from monitor.runtime import CheckRuntime, SingleRun, build_runtimes, summary
-from monitor.text import one_line
 
 
 def new_http_session() -> aiohttp.ClientSession:
@@ -81,36 +79,6 @@ async def notify_test(config: Config, name: str, clock: Clock | None = None) -> 
     async with new_http_session() as session:
         notifier = build_notifiers(config, session)[name]
         return await deliver(notifier, notification)
-
-
-HEALTHCHECK_TIMEOUT_S = 4.0
-_WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}  # listening everywhere: ask loopback
-
-
-def health_url(config: Config) -> str:
-    """`/healthz` on `monitor.listen`, a wildcard address replaced by loopback."""
-    host, port = config.monitor.host_port
-    host = _WILDCARDS.get(host, host)
-    return f"http://[{host}]:{port}/healthz" if ":" in host else f"http://{host}:{port}/healthz"
-
-
-async def healthcheck(config: Config) -> str | None:
-    """GET /healthz of the daemon `config` runs, in HEALTHCHECK_TIMEOUT_S: None when it answers
-    200, else why not."""
-    url = health_url(config)
-    try:
-        async with (
-            new_http_session() as session,
-            asyncio.timeout(HEALTHCHECK_TIMEOUT_S),
-            session.get(url, allow_redirects=False) as response,
-        ):
-            return None if response.status == 200 else f"{url}: status {response.status}"
-    except TimeoutError:
-        return f"{url}: no answer within {HEALTHCHECK_TIMEOUT_S:g}s"
-    except aiohttp.ClientConnectorError as exc:
-        return f"{url}: {network_reason(exc.os_error)}"
-    except aiohttp.ClientError as exc:
-        return f"{url}: {one_line(str(exc)) or type(exc).__name__}"
 
 
 def exit_code(status: str) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from monitor import once
+from monitor import healthcheck as probe_module
 from monitor.cli import main
+from monitor.config import MonitorSection
 from tests.deploy.helpers import DaemonProcess, LoopbackHttp, free_port, json_reply
 from tests.fakes.servers import refused_port
 
@@ -95,7 +97,7 @@ def test_a_wrong_answer_is_unhealthy(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_no_answer_within_the_limit_is_unhealthy(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(once, "HEALTHCHECK_TIMEOUT_S", 0.5)  # the 4 s limit, shortened for the test
+    monkeypatch.setattr(probe_module.probe, "__defaults__", (0.5,))  # the 4 s limit, shortened for the test
     # Listening but never accepting: the kernel completes the handshake, nobody ever answers.
     with socket.socket() as mute:
         mute.bind(("127.0.0.1", 0))
@@ -116,17 +118,65 @@ def test_ipv6_wildcard_is_probed_on_ipv6_loopback(tmp_path: Path, capsys: pytest
     assert result == (1, f"unhealthy: http://[::1]:{port}/healthz: connection refused")
 
 
-def test_an_invalid_config_is_unhealthy_with_the_reason(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_an_unreadable_listen_is_unhealthy_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bad_listen = write(tmp_path / "listen.toml", "nowhere")
-    unknown_key = write(tmp_path / "key.toml", "127.0.0.1:1", 'lisen = "x"\n')
+    unset = write(tmp_path / "unset.toml", "127.0.0.1:${MONITOR_PORT}")
+    not_toml = tmp_path / "broken.toml"
+    not_toml.write_text("[monitor\n")
     missing = tmp_path / "absent.toml"
-    code, out = run_main(capsys, bad_listen)
-    assert code == 1 and out.startswith(f"unhealthy: {bad_listen}: invalid configuration: monitor.listen: ")
-    code, out = run_main(capsys, unknown_key)
-    assert code == 1 and out.startswith(f"unhealthy: {unknown_key}: invalid configuration: monitor.lisen: ")
-    code, out = run_main(capsys, missing)
-    assert code == 1 and out.startswith(
-        f"unhealthy: {missing}: invalid configuration: {missing}: cannot read"
+    monkeypatch.delenv("MONITOR_PORT", raising=False)
+    assert run_main(capsys, bad_listen) == (
+        1,
+        "unhealthy: monitor.listen: invalid listen address 'nowhere': use \"host:port\"",
     )
+    assert run_main(capsys, unset) == (
+        1,
+        "unhealthy: monitor.listen: environment variable MONITOR_PORT is not set",
+    )
+    code, out = run_main(capsys, not_toml)
+    assert code == 1 and out.startswith(f"unhealthy: {not_toml}: not valid TOML: ")
+    code, out = run_main(capsys, missing)
+    assert code == 1 and out.startswith(f"unhealthy: {missing}: cannot read")
+
+
+def test_only_listen_is_read_so_a_config_being_edited_keeps_the_daemon_healthy(
+    daemon: DaemonProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The running daemon keeps its config until a reload accepts a new one: a half-edited file
+    # (an unknown key, a check without a URL) says nothing about the daemon's health.
+    editing = write(
+        tmp_path / "editing.toml", f"127.0.0.1:{daemon.port}", 'lisen = "x"\n[[checks]]\nname = "a"\n'
+    )
+    assert run_main(capsys, editing) == (0, f"healthy: http://127.0.0.1:{daemon.port}/healthz")
+
+
+def test_listen_from_the_environment_and_the_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert MonitorSection().listen == probe_module.DEFAULT_LISTEN
+    monkeypatch.setenv("MONITOR_PORT", "1")
+    with refused_port() as dead:
+        monkeypatch.setenv("MONITOR_PORT", str(dead))
+        from_env = run_main(capsys, write(tmp_path / "env.toml", "127.0.0.1:${MONITOR_PORT}"))
+    assert from_env == (1, f"unhealthy: http://127.0.0.1:{dead}/healthz: connection refused")
+    assert probe_module.listen_address(write(tmp_path / "none.toml", "[::]:1").with_name("none.toml")) == (
+        "::1",
+        1,
+    )
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    assert probe_module.listen_address(empty) == ("127.0.0.1", 9100)
+
+
+def test_the_probe_loads_neither_aiohttp_nor_the_config_models(tmp_path: Path) -> None:
+    config = write(tmp_path / "c.toml", "127.0.0.1:1")
+    code = (
+        "import sys; from monitor.cli import main; main(['healthcheck', '-c', sys.argv[1]]); "
+        "print(sorted(m for m in ('aiohttp', 'monitor.config', 'checks', 'alerts') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(config)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]"
