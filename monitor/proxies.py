@@ -15,16 +15,19 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
+import aiohttp
 from pydantic import AfterValidator, Field, PlainSerializer
 from pydantic_core import PydanticCustomError
 
 from monitor.models import mask_url
+from monitor.neterrors import network_reason
 
 __all__ = [
     "Proxy",
     "ProxyEnvironment",
     "ProxyError",
     "ProxySetting",
+    "aiohttp_proxy_reason",
     "choose_proxy",
     "parse_proxy",
     "proxy_environment",
@@ -189,3 +192,13 @@ ProxySetting = Annotated[
     Field(repr=False),
 ]
 """None, `"env"` or `http://[user:password@]host:port`; dumps mask the userinfo."""
+
+
+def aiohttp_proxy_reason(exc: BaseException) -> str | None:
+    """The reason for an aiohttp request that failed at its proxy (None for any other failure):
+    `proxy 127.0.0.1:3128: connection refused`, `proxy CONNECT answered 407`."""
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return f"proxy {exc.host}:{exc.port}: {network_reason(exc.os_error)}"
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return f"proxy CONNECT answered {exc.status}"
+    return None

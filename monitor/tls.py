@@ -16,7 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from monitor.models import ConfigModel
 
-__all__ = ["TlsKeys", "TlsOptions", "client_context"]
+__all__ = ["TlsKeys", "TlsOptions", "client_context", "session_ssl"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,14 @@ def client_context(options: TlsOptions) -> ssl.SSLContext:
     if context is None:
         context = _CONTEXTS.setdefault(options, _build(options))
     return context
+
+
+def session_ssl(options: TlsOptions) -> ssl.SSLContext | bool:
+    """aiohttp's `ssl=` for a request: True (the session's own verifying context) or False (no
+    verification) when no file is named, else the context of `options`."""
+    if options.ca is None and options.cert is None:
+        return options.verify
+    return client_context(options)
 
 
 def _build(options: TlsOptions) -> ssl.SSLContext:

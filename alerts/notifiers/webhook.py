@@ -9,9 +9,9 @@ from pydantic import Field, field_validator
 from alerts.notifiers.base import (
     STORM_EVENTS,
     Delivery,
+    HttpNotifierConfig,
     Notification,
     Notifier,
-    NotifierConfig,
     iso,
     require_http_url,
 )
@@ -20,7 +20,7 @@ from monitor.models import MaskedUrl, Secret
 VERSION = "1"
 
 
-class WebhookConfig(NotifierConfig):
+class WebhookConfig(HttpNotifierConfig):
     type: Literal["webhook"]
     url: MaskedUrl = Field(repr=False)  # repr would show its userinfo and query
     headers: dict[str, Secret] = {}
