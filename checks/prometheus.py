@@ -25,7 +25,7 @@ from checks.http import (
     validate_headers,
     validate_url,
 )
-from checks.netopts import FAMILIES, HAPPY_EYEBALLS_DELAY, IpFamily
+from checks.netopts import FAMILIES, HAPPY_EYEBALLS_DELAY, IpFamily, numeric_addrinfo
 from monitor.models import CheckResult, ConfigModel, MaskedUrl, Secret
 from monitor.neterrors import network_reason
 from monitor.proxies import ProxySetting, aiohttp_proxy_reason, choose_proxy
@@ -236,7 +236,7 @@ class PrometheusCheck(Check):
     The check's timeout (enforced by the runner) covers all queries together.
     """
 
-    __slots__ = ("_endpoint", "_family", "_headers", "_request_options")
+    __slots__ = ("_endpoint", "_family", "_family_mismatch", "_headers", "_request_options")
 
     type: ClassVar[str] = "prometheus"
     config_model: ClassVar[type[CheckConfig]] = PrometheusCheckConfig
@@ -258,12 +258,17 @@ class PrometheusCheck(Check):
         if proxy is not None:
             self._request_options.update(proxy.aiohttp_kwargs())
         self._family = FAMILIES[config.ip_family]
+        # aiohttp's connector trips on an address literal of the other family (an assertion).
+        literal = numeric_addrinfo(base.host or "", base.port or 0)
+        self._family_mismatch = literal is not None and self._family not in (socket.AF_UNSPEC, literal[0][0])
 
     def target(self) -> str:
         return url_target(self.config.url)
 
     async def run(self) -> CheckResult:
         started = time.perf_counter()
+        if self._family_mismatch:
+            return CheckResult.failure("DNS lookup failed: address family does not match ip_family", 0.0)
         if self._family == socket.AF_UNSPEC:
             outcomes = await self._queries(self.deps.http)
         else:
