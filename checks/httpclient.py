@@ -342,7 +342,8 @@ class PreparedRequest:
             want_cert=want_cert,
         )
         if proxy is None:
-            addresses = await addresses_of(host, port, self._family, samples, addresses)
+            if addresses is None or self._family:  # an address literal, any family: nothing to do
+                addresses = await addresses_of(host, port, self._family, samples, addresses)
             if len(addresses) == 1:
                 await self._connect_direct(loop, exchange, addresses[0], host, https, samples)
             else:
