@@ -132,7 +132,7 @@ def _format_size(size: int) -> str:
     return f"{size}B"
 
 
-class HttpCheckConfig(MaskedUrlRepr, CheckConfig, TlsKeys):
+class HttpCheckConfig(MaskedUrlRepr, TlsKeys, CheckConfig):
     """`type = "http"`: one request; the response must match every `expect_*` given."""
 
     type: Literal["http"]

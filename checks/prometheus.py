@@ -87,7 +87,7 @@ class PrometheusQueryConfig(ConfigModel):
         return promql
 
 
-class PrometheusCheckConfig(MaskedUrlRepr, CheckConfig, TlsKeys):
+class PrometheusCheckConfig(MaskedUrlRepr, TlsKeys, CheckConfig):
     """`type = "prometheus"`: `queries` against `{url}/api/v1/query`, concurrently."""
 
     type: Literal["prometheus"]

@@ -44,7 +44,7 @@ _SHOWN_CHARS = 60
 _REASON_CHARS = 200
 
 
-class WebSocketCheckConfig(MaskedUrlRepr, CheckConfig, TlsKeys):
+class WebSocketCheckConfig(MaskedUrlRepr, TlsKeys, CheckConfig):
     """`type = "websocket"`: handshake; with `expect`, the first reply (to `send`, if given) must match."""
 
     type: Literal["websocket"]

@@ -41,7 +41,7 @@ class NotifierConfig(ConfigModel):
     timeout: Duration = Field(default=10.0, gt=0)
 
 
-class HttpNotifierConfig(NotifierConfig, TlsKeys):
+class HttpNotifierConfig(TlsKeys, NotifierConfig):
     """Keys every HTTP notifier shares: the proxy (the environment's by default, as other tools on
     the host) and the TLS keys."""
 
