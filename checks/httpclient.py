@@ -344,8 +344,20 @@ class PreparedRequest:
         if proxy is None:
             if addresses is None or self._family:  # an address literal, any family: nothing to do
                 addresses = await addresses_of(host, port, self._family, samples, addresses)
-            if len(addresses) == 1:
-                await self._connect_direct(loop, exchange, addresses[0], host, https, samples)
+            if len(addresses) == 1 and not https:
+                # The most common run, kept inline: the loop's own connect, no race to run.
+                address = addresses[0][4]
+                started = time.perf_counter()
+                try:
+                    await loop.create_connection(lambda: exchange, address[0], address[1])
+                except BaseException:
+                    exchange.abort()  # connected, then cancelled before create_connection returned
+                    exchange._parser = None
+                    raise
+                if samples is not None:
+                    samples["connect_ms"] = (exchange.sent_at - started) * 1000
+            elif len(addresses) == 1:
+                await self._connect_tls_direct(loop, exchange, addresses[0], host, samples)
             else:
                 await self._connect_sock(
                     loop, exchange, await connect_any(addresses, samples), host, https, samples
@@ -369,30 +381,21 @@ class PreparedRequest:
         # tls_server_name names the configured host only, not a redirect's other host.
         return self._server_name if self._server_name and host == self._host else host
 
-    async def _connect_direct(
+    async def _connect_tls_direct(
         self,
         loop: asyncio.AbstractEventLoop,
         exchange: Exchange,
         address: AddrInfo,
         host: str,
-        https: bool,
         samples: dict[str, float] | None,
     ) -> None:
-        """One address (an IP literal, most names): the loop's own connect, no race to run and
-        the cheapest path; TLS started on the connected transport, so that each step is timed."""
-        family, _, _, _, sockaddr = address
+        """One address for https: the loop's own connect (no race to run), then TLS started on
+        the connected transport, so that each step is timed."""
+        sockaddr = address[4]  # an address: the loop skips the lookup, and knows its family
         started = time.perf_counter()
         try:
-            if not https:
-                await loop.create_connection(lambda: exchange, sockaddr[0], sockaddr[1], family=family)
-                if samples is not None:
-                    samples["connect_ms"] = (exchange.sent_at - started) * 1000
-                return
-            transport, _ = await loop.create_connection(
-                asyncio.Protocol, sockaddr[0], sockaddr[1], family=family
-            )
+            transport, _ = await loop.create_connection(asyncio.Protocol, sockaddr[0], sockaddr[1])
         except BaseException:
-            exchange.abort()  # connected, then cancelled before create_connection returned
             exchange._parser = None
             raise
         connected = time.perf_counter()
