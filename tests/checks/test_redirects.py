@@ -1,10 +1,12 @@
-"""Redirects: another origin gets none of the configured headers and no userinfo; the same origin
-keeps them; `tls_days_left` is the configured host's certificate, not the redirect target's."""
+"""Redirects (http and websocket): another origin gets none of the configured headers and no
+userinfo; the same origin keeps them; `tls_days_left` is the configured host's certificate, not
+the redirect target's."""
 
 from __future__ import annotations
 
 import base64
 from datetime import timedelta
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +14,12 @@ import aiohttp
 import pytest
 import trustme
 from aiohttp import web
+from websockets.asyncio.server import ServerConnection
+from websockets.http11 import Request, Response
 
 from checks.base import CheckDeps
 from checks.http import HttpCheck, HttpCheckConfig
+from checks.websocket import WebSocketCheck, WebSocketCheckConfig
 from monitor.runner import run_check
 from tests.fakes.servers import LoopbackServers, tls_server_context
 
@@ -108,3 +113,33 @@ async def test_tls_days_left_is_the_configured_hosts(
     assert result.reason is None
     assert len(second.seen) == 1
     assert result.samples["tls_days_left"] in {29, 30}
+
+
+async def test_websocket_redirect_to_another_origin_drops_the_configured_headers(
+    servers: LoopbackServers, http_session: aiohttp.ClientSession
+) -> None:
+    landed: list[dict[str, str]] = []
+
+    async def quiet(connection: ServerConnection) -> None:
+        await connection.wait_closed()
+
+    def record(_connection: ServerConnection, request: Request) -> None:
+        landed.append(dict(request.headers.raw_items()))
+
+    other = await servers.websocket(quiet, process_request=record)
+
+    def moved(connection: ServerConnection, _request: Request) -> Response:
+        response = connection.respond(HTTPStatus.FOUND, "moved\n")
+        response.headers["Location"] = other
+        return response
+
+    first = await servers.websocket(quiet, process_request=moved)
+    config = WebSocketCheckConfig.model_validate(
+        {"name": "ws", "type": "websocket", "url": first, "headers": HEADERS}
+    )
+
+    result = await run_check(WebSocketCheck(config, CheckDeps(http=http_session)))
+
+    assert result.reason is None
+    [headers] = landed
+    assert "Authorization" not in headers and "X-Api-Key" not in headers

@@ -101,7 +101,9 @@ async def test_max_message_is_configurable(
 ) -> None:
     async def two_kilobytes(writer: asyncio.StreamWriter) -> None:
         writer.write(bytes([0x82, 126]) + struct.pack("!H", 2000) + b"y" * 2000)
+        writer.write(bytes([0x88, 2]) + struct.pack("!H", 1000))  # then a close, and gone:
         await writer.drain()
+        writer.close()  # the client's closing handshake does not wait for its close_timeout
 
     port = await peers(two_kilobytes)
     url = f"ws://127.0.0.1:{port}/"
