@@ -20,10 +20,9 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from checks import httpclient
-from monitor import tls
 from checks.base import CheckDeps
 from checks.http import HttpCheck, HttpCheckConfig
-from monitor import __version__
+from monitor import __version__, tls
 from monitor.config import parse_config
 from monitor.evaluation import CheckEvaluator
 from monitor.models import Level

@@ -20,8 +20,8 @@ from checks.httpclient import (
     PreparedRequest,
     Response,
 )
-from monitor.tls import TlsOptions
 from monitor import __version__
+from monitor.tls import TlsOptions
 from tests.checks.raw_servers import Ending, RawRequest, RawServers, answer, response
 from tests.fakes.servers import HOST
 
