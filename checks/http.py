@@ -18,12 +18,14 @@ from pydantic_core import PydanticCustomError
 
 from checks.base import Check, CheckConfig, CheckDeps
 from checks.httpclient import BodyTooLarge, HttpClientError, PreparedRequest, Response
+from checks.netopts import FAMILIES, IpFamily
 from checks.tcp import host_port
-from checks.tls import TlsOptions
 from monitor.models import MASK, ByteSize, CheckResult, MaskedUrl, Secret, mask_url
 from monitor.neterrors import network_reason
 from monitor.plugins import optional_module
+from monitor.proxies import ProxyError, ProxySetting
 from monitor.text import shorten
+from monitor.tls import TlsKeys
 
 __all__ = [
     "HttpCheck",
@@ -40,7 +42,19 @@ __all__ = [
 _JSON_IN_THREAD_BYTES = 256 * 1024
 _SHOWN_CHARS = 60
 _REASON_CHARS = 200
-_BUILTIN_SAMPLES = frozenset({"up", "latency_ms", "status_code", "body_bytes", "tls_days_left"})
+_BUILTIN_SAMPLES = frozenset(
+    {
+        "up",
+        "latency_ms",
+        "status_code",
+        "body_bytes",
+        "tls_days_left",
+        "dns_ms",
+        "connect_ms",
+        "tls_ms",
+        "ttfb_ms",
+    }
+)
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
 _METRIC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SIZE_UNITS = (("GB", 10**9), ("GiB", 2**30), ("MB", 10**6), ("MiB", 2**20), ("KB", 10**3), ("KiB", 2**10))
@@ -118,7 +132,7 @@ def _format_size(size: int) -> str:
     return f"{size}B"
 
 
-class HttpCheckConfig(MaskedUrlRepr, CheckConfig):
+class HttpCheckConfig(MaskedUrlRepr, TlsKeys, CheckConfig):
     """`type = "http"`: one request; the response must match every `expect_*` given."""
 
     type: Literal["http"]
@@ -130,7 +144,8 @@ class HttpCheckConfig(MaskedUrlRepr, CheckConfig):
     expect_body: str | None = None
     metrics: dict[str, str] = {}
     max_body: Annotated[ByteSize, Field(gt=0)] = 1_000_000  # "1MB"
-    tls_verify: bool = True
+    proxy: ProxySetting = None  # checks measure the target itself unless told
+    ip_family: IpFamily = "any"
 
     @field_validator("url")
     @classmethod
@@ -303,9 +318,12 @@ class HttpCheck(Check):
             config.method,
             config.url,
             {name: value.get_secret_value() for name, value in config.headers.items()},
-            tls=TlsOptions(verify=config.tls_verify),
+            tls=config.tls_options,
             keep_body=self._wants_json or self._body_re is not None,
             max_body=config.max_body,
+            proxy=config.proxy,
+            family=FAMILIES[config.ip_family],
+            server_name=config.tls_server_name,
         )
 
     def target(self) -> str:
@@ -318,6 +336,8 @@ class HttpCheck(Check):
             reason = await self._request_once(samples)
         except HttpClientError as exc:
             reason = shorten(scrub_url_secrets(str(exc), self.config.url), _REASON_CHARS)
+        except ProxyError as exc:
+            reason = str(exc)
         except OSError as exc:  # DNS, connect, TLS handshake, reset before the answer
             reason = network_reason(exc)
         latency_ms = (time.perf_counter() - started) * 1000
@@ -332,7 +352,7 @@ class HttpCheck(Check):
 
     async def _request_once(self, samples: dict[str, float]) -> str | None:
         """Fills `samples` as they are measured; returns the failure reason, if any."""
-        response = await self._request.send()
+        response = await self._request.send(samples)
         try:
             samples["status_code"] = float(response.status)
             cert_der = response.peer_cert

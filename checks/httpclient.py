@@ -6,17 +6,23 @@ APIs): it opens a fresh connection every run, since a pooled one can miss a list
 A bare `asyncio.Protocol` (checks.httpexchange) writes request bytes built once and parses the
 answer with httptools' `HttpResponseParser` (llhttp).
 
+It connects through checks.netopts (Happy Eyeballs, `ip_family`, a proxy: CONNECT for https,
+the absolute-form request for http) and fills the first hop's timing samples.
+
 What it does, aiohttp's defaults kept where the check relied on them: `Host`, `User-Agent`,
 `Accept: */*`, Basic auth from the URL's userinfo, `Connection: close`; redirects followed (the
 10th redirect answer is "too many redirects"); chunked, Content-Length and EOF-delimited bodies;
 gzip/deflate bodies decompressed (none is asked for: no Accept-Encoding is sent); 1xx interim
-answers skipped. The caller owns the deadline: cancelling a request aborts its connection.
+answers skipped; a redirect to another origin carries none of the configured headers and no
+userinfo. The caller owns the deadline: cancelling a request aborts its connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import socket
+import time
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
@@ -33,8 +39,17 @@ from checks.httpexchange import (
     TooManyRedirects,
     content_length,
 )
-from checks.tls import TlsOptions, client_context
+from checks.netopts import (
+    AddrInfo,
+    addresses_of,
+    connect_any,
+    numeric_addrinfo,
+    open_proxy_socket,
+    open_stream,
+)
 from monitor import __version__
+from monitor.proxies import Proxy, choose_proxy
+from monitor.tls import TlsOptions, client_context
 
 __all__ = [
     "BodyError",
@@ -107,8 +122,11 @@ class _Target:
             self.auth = "Basic " + base64.b64encode(raw).decode("ascii")
 
 
-def _build_request(method: str, target: _Target, headers: Mapping[str, str]) -> bytes:
-    """The request head; `headers` (configured) override the defaults case-insensitively."""
+def _build_request(
+    method: str, target: _Target, headers: Mapping[str, str], proxy: Proxy | None = None
+) -> bytes:
+    """The request head; `headers` (configured) override the defaults case-insensitively. With a
+    `proxy` (plain http through it) the target is in absolute form, with the proxy's credentials."""
     fields: dict[str, tuple[str, str]] = {
         "host": ("Host", target.host_header),
         "user-agent": ("User-Agent", USER_AGENT),
@@ -126,7 +144,12 @@ def _build_request(method: str, target: _Target, headers: Mapping[str, str]) -> 
         fields["content-type"] = ("Content-Type", "application/octet-stream")
     if "connection" not in fields:
         fields["connection"] = ("Connection", "close")
-    lines = [f"{method} {target.path} HTTP/1.1\r\n"]
+    path = target.path
+    if proxy is not None:
+        path = f"http://{target.host_header}{path}"
+        if proxy.authorization:
+            fields["proxy-authorization"] = ("Proxy-Authorization", proxy.authorization)
+    lines = [f"{method} {path} HTTP/1.1\r\n"]
     lines.extend(f"{name}: {value}\r\n" for name, value in fields.values())
     lines.append("\r\n")
     return "".join(lines).encode("utf-8", "surrogateescape")
@@ -140,11 +163,11 @@ class Response:
 
     __slots__ = ("_exchange", "charset", "content_length", "peer_cert", "status")
 
-    def __init__(self, exchange: Exchange) -> None:
+    def __init__(self, exchange: Exchange, peer_cert: bytes | None) -> None:
         headers = exchange.head
         self._exchange = exchange
         self.status = exchange.status
-        self.peer_cert = exchange.peer_cert
+        self.peer_cert = peer_cert  # the first hop's: the configured URL's host
         self.content_length = content_length(headers)
         self.charset = _charset(headers.get(b"content-type"))
 
@@ -175,20 +198,27 @@ def _charset(content_type: bytes | None) -> str | None:
 class PreparedRequest:
     """A request built once (for a check's whole life) and sent once per run, redirects included.
 
-    It keeps what a run needs (request bytes, where to connect) and, for redirects, the method,
-    URL and headers it was built from; the rest of a `_Target` is derived again on a redirect
-    only: one is kept per check.
+    It keeps what a run needs (request bytes, where to connect, the TLS context, the proxy) and,
+    for redirects, the method, URL and headers it was built from; the rest of a `_Target` is
+    derived again on a redirect only: one is kept per check.
     """
 
     __slots__ = (
+        "_addresses",
+        "_context",
+        "_family",
         "_headers",
         "_host",
         "_https",
         "_keep_body",
         "_limit",
         "_method",
+        "_origin",
         "_port",
+        "_proxy",
+        "_proxy_setting",
         "_request",
+        "_server_name",
         "_tls",
         "_url",
     )
@@ -202,6 +232,9 @@ class PreparedRequest:
         tls: TlsOptions,
         keep_body: bool,
         max_body: int,
+        proxy: str | None = None,
+        family: int = socket.AF_UNSPEC,
+        server_name: str | None = None,
     ) -> None:
         target = _Target(url)
         self._method = method
@@ -210,28 +243,48 @@ class PreparedRequest:
         self._host = target.host
         self._port = target.port
         self._https = target.https
+        self._origin = target.origin
         self._tls = tls
         self._keep_body = keep_body
         self._limit = max_body
-        self._request = _build_request(method, target, self._headers)
+        self._family = family
+        self._server_name = server_name
+        self._proxy_setting = proxy
+        # Chosen once: the proxy environment is read once, and the configured host never changes.
+        self._proxy = choose_proxy(proxy, target.https, target.host)
+        self._addresses = numeric_addrinfo(target.host, target.port) if self._proxy is None else None
+        self._context = client_context(tls) if target.https else None
+        plain_proxy = self._proxy if not target.https else None
+        self._request = _build_request(method, target, self._headers, plain_proxy)
 
-    async def send(self) -> Response:
-        """The final response with its head read; OSError or HttpClientError when it failed.
+    async def send(self, samples: dict[str, float] | None = None) -> Response:
+        """The final response with its head read; OSError, ProxyError or HttpClientError when it
+        failed. `samples` gets the first hop's `dns_ms` (a name looked up), `connect_ms`,
+        `tls_ms` (https) and `ttfb_ms`.
 
         Cancelling it (the run's deadline) aborts the connection in hand.
         """
-        # Only an https URL reports a certificate (tls_days_left), as before: not one reached by a redirect.
         https = self._https
-        exchange = await self._exchange(self._host, self._port, https, self._request, self._method, https)
+        exchange = await self._exchange(
+            self._host,
+            self._port,
+            https,
+            self._request,
+            self._method,
+            self._proxy,
+            self._addresses,
+            samples,
+            want_cert=https,
+        )
         if exchange.status in _REDIRECTS:
             return await self._follow(exchange)
-        return Response(exchange)
+        return Response(exchange, exchange.peer_cert)
 
     async def _follow(self, exchange: Exchange) -> Response:
         """Redirects from the first answer on; each hop's target and request are built here."""
-        method, headers = self._method, self._headers
+        peer_cert = exchange.peer_cert  # tls_days_left is the configured host's
+        method = self._method
         target = _Target(self._url)
-        want_cert = target.https  # as on the first hop, whatever the scheme redirected to
         redirects = 0
         while exchange.status in _REDIRECTS:
             # The same order as aiohttp: count, then look at Location.
@@ -240,28 +293,44 @@ class PreparedRequest:
                 exchange.abort()
                 raise TooManyRedirects()
             status = exchange.status
-            if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+            to_get = (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST")
+            if to_get:
                 method = "GET"
-                headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
             location = exchange.location
             if location is None:
                 break  # a 3xx without Location is the answer
             exchange.abort()  # its body is not wanted
             new_target = _redirect_target(target.url, location)
-            if new_target.origin != target.origin:
-                # Credentials stay with their origin (the URL's userinfo too: new_target has its own).
-                headers = {k: v for k, v in headers.items() if k.lower() not in ("authorization", "cookie")}
-            elif new_target.auth is None:
-                new_target.auth = target.auth
+            if new_target.origin == self._origin:
+                headers = self._headers
+                if new_target.auth is None:
+                    new_target.auth = _Target(self._url).auth
+            else:
+                # The configured headers and the URL's userinfo belong to the configured origin.
+                headers = _NO_HEADERS
+            if to_get and headers:
+                headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
             target = new_target
-            request = _build_request(method, target, headers)
+            proxy = choose_proxy(self._proxy_setting, target.https, target.host)
+            request = _build_request(method, target, headers, proxy if not target.https else None)
+            addresses = numeric_addrinfo(target.host, target.port) if proxy is None else None
             exchange = await self._exchange(
-                target.host, target.port, target.https, request, method, want_cert
+                target.host, target.port, target.https, request, method, proxy, addresses, None
             )
-        return Response(exchange)
+        return Response(exchange, peer_cert)
 
     async def _exchange(
-        self, host: str, port: int, https: bool, request: bytes, method: str, want_cert: bool
+        self,
+        host: str,
+        port: int,
+        https: bool,
+        request: bytes,
+        method: str,
+        proxy: Proxy | None,
+        addresses: list[AddrInfo] | None,
+        samples: dict[str, float] | None,
+        *,
+        want_cert: bool = False,
     ) -> Exchange:
         loop = asyncio.get_running_loop()
         exchange = Exchange(
@@ -272,23 +341,103 @@ class PreparedRequest:
             limit=self._limit,
             want_cert=want_cert,
         )
-        try:
-            if https:
-                await loop.create_connection(
-                    lambda: exchange, host, port, ssl=client_context(self._tls), server_hostname=host
-                )
+        if proxy is None:
+            if addresses is None or self._family:  # an address literal, any family: nothing to do
+                addresses = await addresses_of(host, port, self._family, samples, addresses)
+            if len(addresses) == 1 and not https:
+                # The most common run, kept inline: the loop's own connect, no race to run.
+                address = addresses[0][4]
+                started = time.perf_counter()
+                try:
+                    await loop.create_connection(lambda: exchange, address[0], address[1])
+                except BaseException:
+                    exchange.abort()  # connected, then cancelled before create_connection returned
+                    exchange._parser = None
+                    raise
+                if samples is not None:
+                    samples["connect_ms"] = (exchange.sent_at - started) * 1000
+            elif len(addresses) == 1:
+                await self._connect_tls_direct(loop, exchange, addresses[0], host, samples)
             else:
-                await loop.create_connection(lambda: exchange, host, port)
-        except BaseException:
-            exchange.abort()  # connected, then cancelled before create_connection returned
-            exchange._parser = None
-            raise
+                await self._connect_sock(
+                    loop, exchange, await connect_any(addresses, samples), host, https, samples
+                )
+        elif https:
+            sock = await open_stream(host, port, self._family, proxy, samples)  # a CONNECT tunnel
+            await self._connect_sock(loop, exchange, sock, host, https, samples)
+        else:
+            sock = await open_proxy_socket(proxy, self._family, samples)
+            await self._connect_sock(loop, exchange, sock, host, https, samples)
         try:
             await exchange.headers()
         except BaseException:
             exchange.abort()
             raise
+        if samples is not None and exchange.first_byte_at:
+            samples["ttfb_ms"] = (exchange.first_byte_at - exchange.sent_at) * 1000
         return exchange
+
+    def _server_hostname(self, host: str) -> str:
+        # tls_server_name names the configured host only, not a redirect's other host.
+        return self._server_name if self._server_name and host == self._host else host
+
+    async def _connect_tls_direct(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        exchange: Exchange,
+        address: AddrInfo,
+        host: str,
+        samples: dict[str, float] | None,
+    ) -> None:
+        """One address for https: the loop's own connect (no race to run), then TLS started on
+        the connected transport, so that each step is timed."""
+        sockaddr = address[4]  # an address: the loop skips the lookup, and knows its family
+        started = time.perf_counter()
+        try:
+            transport, _ = await loop.create_connection(asyncio.Protocol, sockaddr[0], sockaddr[1])
+        except BaseException:
+            exchange._parser = None
+            raise
+        connected = time.perf_counter()
+        try:
+            context = self._context or client_context(self._tls)
+            tls = await loop.start_tls(
+                transport, exchange, context, server_hostname=self._server_hostname(host)
+            )
+        except BaseException:
+            transport.abort()
+            exchange._parser = None
+            raise
+        if samples is not None:
+            samples["connect_ms"] = (connected - started) * 1000
+            samples["tls_ms"] = (time.perf_counter() - connected) * 1000
+        exchange.connection_made(tls)  # start_tls hands the protocol over without calling it
+
+    async def _connect_sock(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        exchange: Exchange,
+        sock: socket.socket,
+        host: str,
+        https: bool,
+        samples: dict[str, float] | None,
+    ) -> None:
+        """A socket connected already (the race's winner, a proxy, a tunnel) into the exchange."""
+        try:
+            if https:
+                started = time.perf_counter()
+                context = self._context or client_context(self._tls)
+                name = self._server_hostname(host)
+                await loop.create_connection(lambda: exchange, sock=sock, ssl=context, server_hostname=name)
+                if samples is not None:
+                    samples["tls_ms"] = (time.perf_counter() - started) * 1000
+            else:
+                await loop.create_connection(lambda: exchange, sock=sock)
+        except BaseException:
+            exchange.abort()  # connected, then cancelled before create_connection returned
+            exchange._parser = None
+            sock.close()
+            raise
 
 
 def _redirect_target(current: str, location: str) -> _Target:

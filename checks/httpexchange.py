@@ -5,6 +5,7 @@ connected, one response parsed with httptools' llhttp (1xx answers skipped); and
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from collections.abc import Mapping
 from typing import Final, NoReturn, cast
@@ -118,9 +119,11 @@ class Exchange(asyncio.Protocol):
         "_waiter",
         "_want_cert",
         "_wire_size",
+        "first_byte_at",
         "head",
         "location",
         "peer_cert",
+        "sent_at",
         "status",
     )
 
@@ -167,6 +170,9 @@ class Exchange(asyncio.Protocol):
         self.status = 0
         self.location: str | None = None
         self.peer_cert: bytes | None = None
+        # perf_counter() when the request was written and the answer's first byte came (ttfb_ms).
+        self.sent_at = 0.0
+        self.first_byte_at = 0.0
 
     # -------------------------------------------------- asyncio.Protocol
 
@@ -178,8 +184,11 @@ class Exchange(asyncio.Protocol):
             if ssl_object is not None:
                 self.peer_cert = ssl_object.getpeercert(binary_form=True)
         transport.write(self._request)
+        self.sent_at = time.perf_counter()
 
     def data_received(self, data: bytes) -> None:
+        if not self.first_byte_at:
+            self.first_byte_at = time.perf_counter()
         parser = self._parser
         if parser is None or self._over:
             return

@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 import re
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -24,9 +25,12 @@ from checks.http import (
     validate_headers,
     validate_url,
 )
+from checks.netopts import FAMILIES, HAPPY_EYEBALLS_DELAY, IpFamily, numeric_addrinfo
 from monitor.models import CheckResult, ConfigModel, MaskedUrl, Secret
 from monitor.neterrors import network_reason
+from monitor.proxies import ProxySetting, aiohttp_proxy_reason, choose_proxy
 from monitor.text import one_line, shorten
+from monitor.tls import TlsKeys, session_ssl
 
 __all__ = ["PrometheusCheck", "PrometheusCheckConfig", "PrometheusQueryConfig"]
 
@@ -83,14 +87,15 @@ class PrometheusQueryConfig(ConfigModel):
         return promql
 
 
-class PrometheusCheckConfig(MaskedUrlRepr, CheckConfig):
+class PrometheusCheckConfig(MaskedUrlRepr, TlsKeys, CheckConfig):
     """`type = "prometheus"`: `queries` against `{url}/api/v1/query`, concurrently."""
 
     type: Literal["prometheus"]
     url: MaskedUrl  # the API's base URL, as Grafana's data source setting takes it
     headers: dict[str, Secret] = {}
     queries: list[PrometheusQueryConfig]
-    tls_verify: bool = True
+    proxy: ProxySetting = None
+    ip_family: IpFamily = "any"
 
     @field_validator("url")
     @classmethod
@@ -212,6 +217,8 @@ def _request_reason(exc: aiohttp.ClientError | OSError) -> str:
     """One line for a request that got no answer."""
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return network_reason(exc.certificate_error)
+    if proxy_reason := aiohttp_proxy_reason(exc):
+        return proxy_reason
     if isinstance(exc, aiohttp.ClientConnectorError):
         return network_reason(exc.os_error)
     if isinstance(exc, aiohttp.ClientError):
@@ -229,7 +236,7 @@ class PrometheusCheck(Check):
     The check's timeout (enforced by the runner) covers all queries together.
     """
 
-    __slots__ = ("_endpoint", "_headers", "_ssl")
+    __slots__ = ("_endpoint", "_family", "_family_mismatch", "_headers", "_request_options")
 
     type: ClassVar[str] = "prometheus"
     config_model: ClassVar[type[CheckConfig]] = PrometheusCheckConfig
@@ -242,18 +249,36 @@ class PrometheusCheck(Check):
         self._headers = {"Accept": "application/json"} | {
             name: value.get_secret_value() for name, value in self.config.headers.items()
         }
-        # True: the session's own verifying context (the daemon's trust store); False: none.
-        self._ssl = self.config.tls_verify
+        config = self.config
+        self._request_options: dict[str, Any] = {
+            "ssl": session_ssl(config.tls_options),
+            "server_hostname": config.tls_server_name,
+        }
+        proxy = choose_proxy(config.proxy, base.scheme == "https", base.host or "")
+        if proxy is not None:
+            self._request_options.update(proxy.aiohttp_kwargs())
+        self._family = FAMILIES[config.ip_family]
+        # aiohttp's connector trips on an address literal of the other family (an assertion).
+        literal = numeric_addrinfo(base.host or "", base.port or 0)
+        self._family_mismatch = literal is not None and self._family not in (socket.AF_UNSPEC, literal[0][0])
 
     def target(self) -> str:
         return url_target(self.config.url)
 
     async def run(self) -> CheckResult:
         started = time.perf_counter()
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._query(q.metric, q.promql)) for q in self.config.queries]
+        if self._family_mismatch:
+            return CheckResult.failure("DNS lookup failed: address family does not match ip_family", 0.0)
+        if self._family == socket.AF_UNSPEC:
+            outcomes = await self._queries(self.deps.http)
+        else:
+            # The family is the connector's: a session of this run's own (a few a minute at most).
+            connector = aiohttp.TCPConnector(
+                family=self._family, force_close=True, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY
+            )
+            async with aiohttp.ClientSession(connector=connector, headers=self.deps.http.headers) as session:
+                outcomes = await self._queries(session)
         latency_ms = (time.perf_counter() - started) * 1000
-        outcomes = [task.result() for task in tasks]
         samples = {o.metric: o.value for o in outcomes if o.value is not None}
         samples["query_ms"] = max(o.query_ms for o in outcomes)
         notes = [
@@ -269,10 +294,15 @@ class PrometheusCheck(Check):
         # Succeeded, but a query without data says so: its row keeps its state.
         return CheckResult(True, latency_ms, samples, reason)
 
-    async def _query(self, metric: str, promql: str) -> _Outcome:
+    async def _queries(self, session: aiohttp.ClientSession) -> list[_Outcome]:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._query(session, q.metric, q.promql)) for q in self.config.queries]
+        return [task.result() for task in tasks]
+
+    async def _query(self, session: aiohttp.ClientSession, metric: str, promql: str) -> _Outcome:
         started = time.perf_counter()
         try:
-            value = await self._fetch(promql)
+            value = await self._fetch(session, promql)
         except _NoData:
             return _Outcome(metric, (time.perf_counter() - started) * 1000, no_data=True)
         except _Failed as exc:
@@ -284,9 +314,9 @@ class PrometheusCheck(Check):
         failure = scrub_url_secrets(failure, self.config.url)
         return _Outcome(metric, (time.perf_counter() - started) * 1000, failure=failure)
 
-    async def _fetch(self, promql: str) -> float:
-        async with self.deps.http.get(
-            self._endpoint, params={"query": promql}, headers=self._headers, ssl=self._ssl
+    async def _fetch(self, session: aiohttp.ClientSession, promql: str) -> float:
+        async with session.get(
+            self._endpoint, params={"query": promql}, headers=self._headers, **self._request_options
         ) as response:
             body = await _read_capped(response)
             status = response.status

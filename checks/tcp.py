@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from checks.base import Check, CheckConfig
+from checks.base import Check, CheckConfig, CheckDeps
+from checks.netopts import FAMILIES, IpFamily, numeric_addrinfo, open_socket
 from monitor.models import CheckResult
 from monitor.neterrors import network_reason
 
@@ -28,16 +27,23 @@ class TcpCheckConfig(CheckConfig):
     type: Literal["tcp"]
     host: str = Field(min_length=1, max_length=253, pattern=r"^[^\s/]+$")
     port: int = Field(ge=1, le=65535)
+    ip_family: IpFamily = "any"
 
 
 class TcpCheck(Check):
-    """Opens one TCP connection; `connect_ms` includes name resolution."""
+    """Opens one TCP connection (both families raced, checks.netopts); `connect_ms` includes
+    name resolution."""
 
-    __slots__ = ()
+    __slots__ = ("_family", "_known")
 
     type: ClassVar[str] = "tcp"
     config_model: ClassVar[type[CheckConfig]] = TcpCheckConfig
     config: TcpCheckConfig
+
+    def __init__(self, config: TcpCheckConfig, deps: CheckDeps) -> None:
+        super().__init__(config, deps)
+        self._family = FAMILIES[self.config.ip_family]
+        self._known = numeric_addrinfo(self.config.host, self.config.port)
 
     def target(self) -> str:
         return host_port(self.config.host, self.config.port)
@@ -45,12 +51,9 @@ class TcpCheck(Check):
     async def run(self) -> CheckResult:
         started = time.perf_counter()
         try:
-            _reader, writer = await asyncio.open_connection(self.config.host, self.config.port)
+            sock = await open_socket(self.config.host, self.config.port, self._family, None, self._known)
         except OSError as exc:
             return CheckResult.failure(network_reason(exc), (time.perf_counter() - started) * 1000)
         connect_ms = (time.perf_counter() - started) * 1000
-        writer.close()
-        # The peer may reset the connection as we close it: that is not a failed check.
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return CheckResult.success((time.perf_counter() - started) * 1000, connect_ms=connect_ms)
+        sock.close()  # connected is all this check asks: nothing is sent
+        return CheckResult.success(connect_ms, connect_ms=connect_ms)

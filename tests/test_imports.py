@@ -137,7 +137,7 @@ def test_only_the_types_a_config_names_are_imported(tmp_path: Path) -> None:
         "checks.httpclient",
         "checks.httpexchange",
         "checks.tcp",
-        "checks.tls",
+        "checks.netopts",
         "alerts.notifiers.base",
         "alerts.notifiers.slack",
     }

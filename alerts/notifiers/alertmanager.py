@@ -11,9 +11,9 @@ from pydantic import Field, field_validator
 from alerts.notifiers.base import (
     STORM_EVENTS,
     Delivery,
+    HttpNotifierConfig,
     Notification,
     Notifier,
-    NotifierConfig,
     Sent,
     format_number,
     iso,
@@ -25,7 +25,7 @@ API_PATH = "/api/v2/alerts"
 OWN_LABELS = ("alertname", "check", "metric", "severity")
 
 
-class AlertmanagerConfig(NotifierConfig):
+class AlertmanagerConfig(HttpNotifierConfig):
     type: Literal["alertmanager"]
     url: MaskedUrl = Field(repr=False)  # repr would show its userinfo and query
 

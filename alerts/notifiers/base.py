@@ -19,8 +19,10 @@ from pydantic import Field
 
 from monitor.models import MASK, ConfigModel, Duration, format_duration, iso  # noqa: F401 -- iso for notifiers
 from monitor.neterrors import network_reason
+from monitor.proxies import ProxySetting, aiohttp_proxy_reason, choose_proxy
 from monitor.secrets import Secrets, redact, secrets_of
 from monitor.text import one_line, shorten
+from monitor.tls import TlsKeys, session_ssl
 
 log = logging.getLogger("alerts.notifiers")
 
@@ -37,6 +39,13 @@ class NotifierConfig(ConfigModel):
 
     type: str
     timeout: Duration = Field(default=10.0, gt=0)
+
+
+class HttpNotifierConfig(TlsKeys, NotifierConfig):
+    """Keys every HTTP notifier shares: the proxy (the environment's by default, as other tools on
+    the host) and the TLS keys."""
+
+    proxy: ProxySetting = "env"
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,18 +305,37 @@ class Notifier(ABC):
             return delivery
         return dataclasses.replace(delivery, reason=redact(delivery.reason, self.secrets))
 
+    def request_options(self, url: str) -> dict[str, Any]:
+        """The proxy and TLS options of one request to `url` (HTTP notifiers; none for others)."""
+        config = self.config
+        if not isinstance(config, HttpNotifierConfig):
+            return {}
+        options: dict[str, Any] = {
+            "ssl": session_ssl(config.tls_options),
+            "server_hostname": config.tls_server_name,
+        }
+        target = urlsplit(url)
+        proxy = choose_proxy(config.proxy, target.scheme == "https", target.hostname or "")
+        if proxy is not None:
+            options.update(proxy.aiohttp_kwargs())
+        return options
+
     async def post_json(self, url: str, payload: Any, headers: dict[str, str] | None = None) -> Delivery:
         """POST JSON and classify the answer; network errors and timeouts retry.
 
         Error reasons name the notifier, never the URL: webhook URLs are secrets.
         """
         try:
-            async with self.http.post(url, json=payload, headers=headers) as resp:
+            async with self.http.post(
+                url, json=payload, headers=headers, **self.request_options(url)
+            ) as resp:
                 # Redact before classify_http shortens the body: a secret cut in two would not match.
                 body = redact(await resp.text(errors="replace"), self.secrets)
                 delivery = classify_http(resp.status, body, resp.headers.get("Retry-After"))
         except aiohttp.ClientConnectorError as exc:
-            delivery = Retry(network_reason(exc.os_error))
+            delivery = Retry(aiohttp_proxy_reason(exc) or network_reason(exc.os_error))
+        except aiohttp.ClientHttpProxyError as exc:
+            delivery = Retry(aiohttp_proxy_reason(exc) or type(exc).__name__)
         except (aiohttp.ClientError, OSError) as exc:
             delivery = Retry(f"{type(exc).__name__}")
         return self.redacted(delivery)

@@ -9,9 +9,9 @@ from pydantic import Field, field_validator
 from alerts.notifiers.base import (
     STORM_EVENTS,
     Delivery,
+    HttpNotifierConfig,
     Notification,
     Notifier,
-    NotifierConfig,
     iso,
     require_http_url,
 )
@@ -33,7 +33,7 @@ SUMMARY_MAX = 1024  # PagerDuty truncates longer summaries; we cut first and say
 DEDUP_KEY_MAX = 255
 
 
-class PagerDutyConfig(NotifierConfig):
+class PagerDutyConfig(HttpNotifierConfig):
     type: Literal["pagerduty"]
     routing_key: Secret
     url: MaskedUrl = Field(default="https://events.pagerduty.com/v2/enqueue", repr=False)

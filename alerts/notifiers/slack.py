@@ -10,9 +10,9 @@ from pydantic import SecretStr, field_validator
 from alerts.notifiers.base import (
     STORM_EVENTS,
     Delivery,
+    HttpNotifierConfig,
     Notification,
     Notifier,
-    NotifierConfig,
     format_number,
     iso,
     require_http_url,
@@ -45,7 +45,7 @@ BADGES = {
 }
 
 
-class SlackConfig(NotifierConfig):
+class SlackConfig(HttpNotifierConfig):
     type: Literal["slack"]
     webhook_url: Secret
 

@@ -10,9 +10,9 @@ from pydantic import Field, field_validator
 from alerts.notifiers.base import (
     STORM_EVENTS,
     Delivery,
+    HttpNotifierConfig,
     Notification,
     Notifier,
-    NotifierConfig,
     iso,
     require_http_url,
 )
@@ -22,7 +22,7 @@ VERSION = "1"
 ID_HEADER = "X-Monitor-Notification-Id"
 
 
-class WebhookConfig(NotifierConfig):
+class WebhookConfig(HttpNotifierConfig):
     type: Literal["webhook"]
     url: MaskedUrl = Field(repr=False)  # repr would show its userinfo and query
     headers: dict[str, Secret] = {}
