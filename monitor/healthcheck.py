@@ -18,7 +18,7 @@ from monitor.interpolation import interpolate
 from monitor.neterrors import network_reason
 
 TIMEOUT_S = 4.0  # the whole probe, connect to status line (SPEC section 2)
-DEFAULT_LISTEN = "0.0.0.0:9100"  # MonitorSection.listen's default (tests/test_healthcheck.py keeps them equal)
+DEFAULT_LISTEN = "0.0.0.0:9100"  # MonitorSection.listen's default (a test keeps them equal)
 _WILDCARDS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}  # listening everywhere: ask loopback
 
 
