@@ -65,7 +65,8 @@ def trust_tls_ca(monkeypatch: pytest.MonkeyPatch, tls_ca: trustme.CA) -> None:
 
 
 def untimed(samples: dict[str, float]) -> dict[str, float]:
-    """`samples` without the connection timings every run has (test_redirects checks those)."""
+    """`samples` without the connection timings every run has (test_proxy, test_eyeballs and
+    test_websocket_limits check those)."""
     return {k: v for k, v in samples.items() if k not in ("dns_ms", "connect_ms", "tls_ms", "ttfb_ms")}
 
 
