@@ -23,6 +23,7 @@ from checks import CheckDeps
 from monitor.api import build_app
 from monitor.clock import Clock, SystemClock
 from monitor.config import Config, ConfigError, load_config
+from monitor.history import History
 from monitor.metrics import Metrics
 from monitor.models import CheckResult
 from monitor.once import build_notifiers, new_http_session
@@ -38,6 +39,7 @@ log = logging.getLogger("monitor.daemon")
 STOP_GRACE_S = 8.0
 TICK_S = 1.0  # how often time-driven alerting work (repeat, escalation, windows) is looked at
 STOP_FLUSH_S = 1.0  # at SIGTERM, how long a failing store is given for what it has not taken
+HISTORY_FLUSH_S = 60.0  # run history goes to the store in one batch this often (and at stop)
 
 
 def _raise_open_files_limit() -> None:
@@ -76,6 +78,7 @@ class Daemon:
         self.heartbeats = HeartbeatBook(self.store, self.clock)
         self._deps = CheckDeps(http=self._session, heartbeats=self.heartbeats)
         self.outbox = self._new_outbox(config)
+        self.history = History(self.store, self.clock, config.monitor.history)
         self.runtimes: dict[str, CheckRuntime] = {}
         self.alerts = AlertPipeline(alert_policy(config, self.runtimes), self.store, self.outbox, self.clock)
         self.runtimes.update(build_runtimes(config, self._deps, self.alerts))
@@ -115,8 +118,10 @@ class Daemon:
         await self.outbox.load()
         await self.alerts.load()
         await self.heartbeats.configure(self._heartbeat_names())
+        await self.history.load(self.runtimes)
         self.outbox.start()
         self._tasks.append(asyncio.create_task(self.alerts.run(TICK_S), name="alerts-tick"))
+        self._tasks.append(asyncio.create_task(self._flush_history_forever(), name="history-flush"))
         self._tasks.append(asyncio.create_task(self._retry_store_forever(), name="store-retry"))
         for name, rt in self.runtimes.items():  # added before start: one wake-up, not one per job
             self.scheduler.add(name, rt.check.config.interval)
@@ -146,6 +151,7 @@ class Daemon:
         self._tasks.clear()
         await self.outbox.stop()
         await self._flush_outbox()
+        await self._flush_history()
         await self._web.cleanup()
         if not self._session.closed:
             await self._session.close()
@@ -165,6 +171,26 @@ class Daemon:
                 "stopping with writes the state store did not take",
                 extra={"reason": f"{self.outbox.unstored} held: {self.store.failing}"},
             )
+
+    async def _flush_history_forever(self) -> None:
+        while True:
+            await asyncio.sleep(HISTORY_FLUSH_S)
+            try:
+                await self.history.flush()
+            except StoreError:
+                pass  # counted and logged by the store; what was not stored goes in the next batch
+            except Exception:  # a bug here must not stop the history for good
+                log.exception("history flush failed")
+
+    async def _flush_history(self) -> None:
+        """At stop: the hours recorded since the last batch, briefly offered to the store."""
+        if not self._started:
+            return
+        try:
+            async with asyncio.timeout(STOP_FLUSH_S):
+                await self.history.flush()
+        except (StoreError, TimeoutError) as exc:
+            log.error("stopping with run history the state store did not take", extra={"reason": str(exc)})
 
     @property
     def bound_port(self) -> int:
@@ -234,6 +260,7 @@ class Daemon:
             if self.runtimes.get(name) is not rt:
                 self.scheduler.add(name, rt.check.config.interval)
         self.runtimes = fresh
+        self.history.keep_only(fresh)
         await self.heartbeats.configure(self._heartbeat_names())
         if new.notifiers != self.config.notifiers:
             await self.outbox.reconfigure(build_notifiers(new, self._session))
@@ -265,6 +292,7 @@ class Daemon:
         was_up = rt.up
         rt.record(result, now)
         rt.observe(result.latency_ms / 1000, result.outcome)
+        self.history.record(name, result.up, result.latency_ms, now)
         breaching = rt.evaluator.observe(result, now)
         if was_up is not result.up:
             if result.up:
@@ -350,6 +378,28 @@ class Daemon:
 
     async def heartbeat_ping(self, name: str, ok: bool, reason: str | None) -> float:
         return await self.heartbeats.ping(name, ok, reason)
+
+    def uptime_pct(self, name: str) -> dict[str, float | None]:
+        return self.history.uptime_pct(name)
+
+    def latency_hours(self, name: str) -> list[float | None]:
+        return self.history.latency_hours(name)
+
+    def check_view(self, name: str, since: float | None) -> dict[str, Any] | None:
+        """One entry of `checks_view` with its hours held in memory (`older_hours` has the rest)
+        and its uptime; None for an unknown check."""
+        rt = self.runtimes.get(name)
+        if rt is None:
+            return None
+        rt.suppressed = self.alerts.check_suppression(name, self.clock.now())
+        return {**rt.view(), "history": self.history.hours(name, since), "uptime_pct": self.uptime_pct(name)}
+
+    async def older_hours(self, name: str, since: float) -> list[dict[str, Any]]:
+        """The stored hours of a check from `since` up to those `check_view` shows."""
+        held_from = self.history.held_from(name)
+        if not self.history.enabled or since >= held_from:
+            return []
+        return await self.history.stored_hours(name, since, held_from)
 
     async def ready(self) -> tuple[bool, str]:
         if not self._started:

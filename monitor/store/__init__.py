@@ -1,4 +1,5 @@
-"""The state store: alerts, acknowledgements, silences, the notification outbox and heartbeat pings.
+"""The state store: alerts, acknowledgements, silences, the notification outbox, heartbeat pings
+and hourly run history.
 
 Embedded SQLite is the default (`sqlite:///monitor-state.db`); `postgresql://...` shares state
 between replicas; `memory` keeps nothing across a restart. Records are JSON documents: the
@@ -13,7 +14,9 @@ from monitor.store.base import (
     OPERATIONS,
     WRITES,
     AlertRecord,
+    DayTotal,
     Heartbeat,
+    HourRow,
     OutboxItem,
     Outgoing,
     Store,
@@ -46,8 +49,10 @@ __all__ = [
     "OPERATION_TIMEOUT_S",
     "WRITES",
     "AlertRecord",
+    "DayTotal",
     "Heartbeat",
     "HeartbeatBook",
+    "HourRow",
     "MemoryStore",
     "OutboxItem",
     "Outgoing",

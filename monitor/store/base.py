@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-READS = ("ping", "load_alerts", "pending", "load_silences", "load_heartbeats")
+READS = ("ping", "load_alerts", "pending", "load_silences", "load_heartbeats", "load_hours", "load_days")
 WRITES = frozenset(
     {
         "probe",
@@ -18,6 +18,7 @@ WRITES = frozenset(
         "delete_silence",
         "save_ping",
         "add_heartbeat",
+        "save_hours",
     }
 )
 # The `operation` label values of monitor_store_errors_total.
@@ -65,6 +66,30 @@ class Heartbeat:
     reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class HourRow:
+    """One check's runs in one UTC hour (`hour`: hours since the epoch); the latencies are of
+    the runs that succeeded, None when none did. Stores keep them to the microsecond."""
+
+    check: str
+    hour: int
+    runs: int
+    failures: int
+    p50_ms: float | None
+    p95_ms: float | None
+    max_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DayTotal:
+    """One check's runs and failures in one UTC day (`day`: days since the epoch)."""
+
+    check: str
+    day: int
+    runs: int
+    failures: int
+
+
 Outgoing = list[tuple[str, dict[str, Any]]]  # (notifier, notification payload)
 
 
@@ -110,6 +135,16 @@ class Store(Protocol):
         """The heartbeats stored (only those named, when `names` is given)."""
         ...
 
+    async def load_hours(
+        self, since_hour: int, before_hour: int | None = None, check: str | None = None
+    ) -> list[HourRow]:
+        """Hour rows from `since_hour` (and before `before_hour`), of one check or of all."""
+        ...
+
+    async def load_days(self, since_hour: int, before_hour: int) -> list[DayTotal]:
+        """The hour rows in [since_hour, before_hour) summed per check and UTC day."""
+        ...
+
     # Each write spelled as a method (see `Writes`).
     async def probe(self) -> None: ...
     async def commit(self, alert: AlertRecord | None, outgoing: Outgoing, now: float) -> list[OutboxItem]: ...
@@ -119,6 +154,7 @@ class Store(Protocol):
     async def delete_silence(self, silence_id: str) -> bool: ...
     async def save_ping(self, name: str, at: float, ok: bool, reason: str | None) -> None: ...
     async def add_heartbeat(self, name: str, at: float) -> None: ...
+    async def save_hours(self, rows: Sequence[HourRow], keep_from_hour: int) -> None: ...
 
 
 class Writes:
@@ -163,6 +199,20 @@ class Writes:
     async def add_heartbeat(self, name: str, at: float) -> None:
         """A heartbeat check first configured at `at`; one already stored keeps its own time."""
         await self.write(Write("add_heartbeat", (name, at)))
+
+    async def save_hours(self, rows: Sequence[HourRow], keep_from_hour: int) -> None:
+        """Hour rows stored (one already stored for its check and hour is replaced), and every
+        row of an hour before `keep_from_hour` deleted: one batch of run history."""
+        await self.write(Write("save_hours", (rows, keep_from_hour)))
+
+
+def to_us(ms: float | None) -> int | None:
+    """A latency as stores keep it: whole microseconds (what the API shows, to 0.001 ms)."""
+    return None if ms is None else round(ms * 1000)
+
+
+def to_ms(us: int | None) -> float | None:
+    return None if us is None else us / 1000
 
 
 def reason(exc: BaseException) -> str:

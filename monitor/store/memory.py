@@ -7,7 +7,7 @@ import json
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from monitor.store.base import AlertRecord, Heartbeat, OutboxItem, Write, Writes
+from monitor.store.base import AlertRecord, DayTotal, Heartbeat, HourRow, OutboxItem, Write, Writes
 
 
 class MemoryStore(Writes):
@@ -21,6 +21,7 @@ class MemoryStore(Writes):
         self._outbox: dict[int, OutboxItem] = {}
         self._silences: dict[str, dict[str, Any]] = {}
         self._heartbeats: dict[str, Heartbeat] = {}
+        self._hours: dict[int, dict[str, HourRow]] = {}  # by hour, then check: pruning drops whole hours
         self._next_id = 1
 
     async def open(self) -> None:
@@ -47,6 +48,13 @@ class MemoryStore(Writes):
         self._alerts, self._outbox, self._silences = round_.alerts, round_.outbox, round_.silences
         self._heartbeats = round_.heartbeats
         self._next_id = round_.next_id
+        # Run history is not copied per round (it is large): its writes, which cannot fail, are
+        # applied once the rest of the round has worked.
+        for rows, keep_from_hour in round_.hours:
+            for row in rows:
+                self._hours.setdefault(row.hour, {})[row.check] = row
+            for hour in [h for h in self._hours if h < keep_from_hour]:
+                del self._hours[hour]
         return results
 
     async def load_alerts(self, active: bool, since: float = 0.0) -> list[dict[str, Any]]:
@@ -67,6 +75,28 @@ class MemoryStore(Writes):
             return list(self._heartbeats.values())
         return [h for name in names if (h := self._heartbeats.get(name)) is not None]
 
+    async def load_hours(
+        self, since_hour: int, before_hour: int | None = None, check: str | None = None
+    ) -> list[HourRow]:
+        found = []
+        for hour in sorted(self._hours):
+            if hour < since_hour or (before_hour is not None and hour >= before_hour):
+                continue
+            rows = self._hours[hour]
+            if check is None:
+                found.extend(rows[name] for name in sorted(rows))
+            elif (row := rows.get(check)) is not None:
+                found.append(row)
+        return found
+
+    async def load_days(self, since_hour: int, before_hour: int) -> list[DayTotal]:
+        totals: dict[tuple[str, int], list[int]] = {}
+        for row in await self.load_hours(since_hour, before_hour):
+            total = totals.setdefault((row.check, row.hour // 24), [0, 0])
+            total[0] += row.runs
+            total[1] += row.failures
+        return [DayTotal(check, day, runs, failures) for (check, day), (runs, failures) in totals.items()]
+
 
 class _Round:
     """One round's writes, made on copies of the store's tables."""
@@ -81,6 +111,7 @@ class _Round:
     ) -> None:
         self.alerts, self.outbox, self.silences, self.next_id = alerts, outbox, silences, next_id
         self.heartbeats = heartbeats
+        self.hours: list[tuple[list[HourRow], int]] = []  # staged: see MemoryStore.apply
 
     def run(self, write: Write) -> Any:
         args = write.args
@@ -105,6 +136,9 @@ class _Round:
             case "add_heartbeat":
                 name, at = args
                 self.heartbeats.setdefault(name, Heartbeat(name, at))
+            case "save_hours":
+                rows, keep_from_hour = args
+                self.hours.append((list(rows), keep_from_hour))
             case _:  # probe; reschedule: the worker's item is the stored item
                 pass
         return None

@@ -10,7 +10,19 @@ from urllib.parse import parse_qsl, urlsplit
 import asyncpg
 
 from monitor.models import MASK, mask_url
-from monitor.store.base import AlertRecord, Heartbeat, OutboxItem, StoreError, Write, Writes, reason
+from monitor.store.base import (
+    AlertRecord,
+    DayTotal,
+    Heartbeat,
+    HourRow,
+    OutboxItem,
+    StoreError,
+    Write,
+    Writes,
+    reason,
+    to_ms,
+    to_us,
+)
 
 _PG_SCHEMA = """
 create table if not exists monitor_alerts (
@@ -27,7 +39,16 @@ create table if not exists monitor_store_probe (id integer primary key, at doubl
 create table if not exists monitor_heartbeats (
   name text primary key, configured_at double precision not null, last_at double precision,
   ok boolean not null default true, reason text);
+create table if not exists monitor_history (
+  hour integer not null, name text not null, runs integer not null, failures integer not null,
+  p50_us bigint, p95_us bigint, max_us bigint, primary key (hour, name));
 """
+_HISTORY_COLUMNS = "hour, name, runs, failures, p50_us, p95_us, max_us"
+# Keyed by hour first (see the SQLite store): one check's hours are one index seek per hour.
+_HOURS_OF_ONE = (
+    f"select {_HISTORY_COLUMNS} from generate_series($1::integer, $2::integer - 1) as h(at) "
+    "join monitor_history on hour = h.at and name = $3 order by hour"
+)
 
 
 class PostgresStore(Writes):
@@ -115,6 +136,39 @@ class PostgresStore(Writes):
             rows = await self.pool.fetch(query + " where name = any($1::text[])", list(names))
         return [Heartbeat(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
+    async def load_hours(
+        self, since_hour: int, before_hour: int | None = None, check: str | None = None
+    ) -> list[HourRow]:
+        if check is not None:
+            # The hours walked are bounded by those stored: a `since` of year 1 walks none.
+            first = await self.pool.fetchval("select min(hour) from monitor_history")
+            last = await self.pool.fetchval("select max(hour) from monitor_history")
+            if first is None or last is None:
+                return []
+            since_hour = max(since_hour, first)
+            before_hour = last + 1 if before_hour is None else min(before_hour, last + 1)
+            rows = await self.pool.fetch(_HOURS_OF_ONE, since_hour, before_hour, check)
+        elif before_hour is None:
+            rows = await self.pool.fetch(
+                f"select {_HISTORY_COLUMNS} from monitor_history where hour >= $1", since_hour
+            )
+        else:
+            rows = await self.pool.fetch(
+                f"select {_HISTORY_COLUMNS} from monitor_history where hour >= $1 and hour < $2",
+                since_hour,
+                before_hour,
+            )
+        return [HourRow(r[1], r[0], r[2], r[3], to_ms(r[4]), to_ms(r[5]), to_ms(r[6])) for r in rows]
+
+    async def load_days(self, since_hour: int, before_hour: int) -> list[DayTotal]:
+        rows = await self.pool.fetch(
+            "select name, hour / 24, sum(runs)::bigint, sum(failures)::bigint from monitor_history "
+            "where hour >= $1 and hour < $2 group by name, hour / 24",
+            since_hour,
+            before_hour,
+        )
+        return [DayTotal(r[0], r[1], r[2], r[3]) for r in rows]
+
 
 async def _run(conn: asyncpg.Connection, write: Write) -> Any:
     args = write.args
@@ -171,6 +225,24 @@ async def _run(conn: asyncpg.Connection, write: Write) -> Any:
                 "on conflict (name) do nothing",
                 *args,
             )
+        case "save_hours":
+            rows, keep_from_hour = args
+            # One statement for the whole batch: the rows as arrays, unnested on the server.
+            await conn.execute(
+                f"insert into monitor_history ({_HISTORY_COLUMNS}) select * from unnest("
+                "$1::integer[], $2::text[], $3::integer[], $4::integer[], $5::bigint[], $6::bigint[], "
+                "$7::bigint[]) on conflict (hour, name) do update set runs = excluded.runs, "
+                "failures = excluded.failures, p50_us = excluded.p50_us, p95_us = excluded.p95_us, "
+                "max_us = excluded.max_us",
+                [r.hour for r in rows],
+                [r.check for r in rows],
+                [r.runs for r in rows],
+                [r.failures for r in rows],
+                [to_us(r.p50_ms) for r in rows],
+                [to_us(r.p95_ms) for r in rows],
+                [to_us(r.max_ms) for r in rows],
+            )
+            await conn.execute("delete from monitor_history where hour < $1", keep_from_hour)
         case "probe":
             await conn.execute(
                 "insert into monitor_store_probe (id, at) values (1, extract(epoch from now())) "

@@ -15,7 +15,19 @@ from typing import Any
 
 import aiosqlite
 
-from monitor.store.base import AlertRecord, Heartbeat, OutboxItem, StoreError, Write, Writes, reason
+from monitor.store.base import (
+    AlertRecord,
+    DayTotal,
+    Heartbeat,
+    HourRow,
+    OutboxItem,
+    StoreError,
+    Write,
+    Writes,
+    reason,
+    to_ms,
+    to_us,
+)
 
 _SCHEMA = """
 create table if not exists alerts (
@@ -32,7 +44,16 @@ create table if not exists probe (id integer primary key, at real not null);
 create table if not exists heartbeats (
   name text primary key, configured_at real not null, last_at real,
   ok integer not null default 1, reason text);
+create table if not exists history (
+  hour integer not null, name text not null, runs integer not null, failures integer not null,
+  p50_us integer, p95_us integer, max_us integer, primary key (hour, name)) without rowid;
 """
+# Keyed by hour first: pruning and the load at start are ranges; one check's hours are seeks,
+# one per hour (a second index by name would cost a third more space).
+_HOURS_OF_ONE = (
+    "with recursive h(hour) as (select ? union all select hour + 1 from h where hour + 1 < ?) "
+    "select history.* from h join history on history.hour = h.hour and history.name = ? order by h.hour"
+)
 
 # SQLite's own words for a file it cannot use, as an operator would put them.
 _SQLITE_PROBLEMS = {
@@ -238,6 +259,16 @@ class SqliteStore(Writes):
                     "insert into heartbeats (name, configured_at) values (?, ?) on conflict(name) do nothing",
                     args,
                 )
+            case "save_hours":
+                rows, keep_from_hour = args
+                await db.executemany(
+                    "insert or replace into history values (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (r.hour, r.check, r.runs, r.failures, *map(to_us, (r.p50_ms, r.p95_ms, r.max_ms)))
+                        for r in rows
+                    ],
+                )
+                await db.execute("delete from history where hour < ?", (keep_from_hour,))
             case "probe":
                 await db.execute("insert or replace into probe (id, at) values (1, ?)", (time.time(),))
         return None
@@ -280,6 +311,50 @@ class SqliteStore(Writes):
             async with db.execute(query, params) as cursor:
                 rows = await cursor.fetchall()
         return [Heartbeat(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
+
+    async def load_hours(
+        self, since_hour: int, before_hour: int | None = None, check: str | None = None
+    ) -> list[HourRow]:
+        async with self._lock:
+            db = await self._checked()
+            if check is not None:
+                # The hours walked are bounded by those stored: a `since` of year 1 walks none.
+                first, last = (
+                    await _one(db, "select min(hour) from history"),
+                    await _one(db, "select max(hour) from history"),
+                )
+                if first is None or last is None:
+                    return []
+                since_hour = max(since_hour, first)
+                before_hour = last + 1 if before_hour is None else min(before_hour, last + 1)
+                if before_hour <= since_hour:
+                    return []
+                query, params = _HOURS_OF_ONE, (since_hour, before_hour, check)
+            elif before_hour is None:
+                query, params = "select * from history where hour >= ?", (since_hour,)
+            else:
+                query = "select * from history where hour >= ? and hour < ?"
+                params = (since_hour, before_hour)
+            async with db.execute(query, params) as cursor:
+                rows = await cursor.fetchall()
+        return [HourRow(r[1], r[0], r[2], r[3], to_ms(r[4]), to_ms(r[5]), to_ms(r[6])) for r in rows]
+
+    async def load_days(self, since_hour: int, before_hour: int) -> list[DayTotal]:
+        async with self._lock:
+            db = await self._checked()
+            async with db.execute(
+                "select name, hour / 24, sum(runs), sum(failures) from history "
+                "where hour >= ? and hour < ? group by name, hour / 24",
+                (since_hour, before_hour),
+            ) as cursor:
+                rows = await cursor.fetchall()
+        return [DayTotal(*r) for r in rows]
+
+
+async def _one(db: aiosqlite.Connection, query: str) -> Any:
+    async with db.execute(query) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else row[0]
 
 
 async def _commit(

@@ -9,7 +9,17 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from monitor.models import format_duration
-from monitor.store.base import READS, Heartbeat, OutboxItem, Store, StoreError, Write, Writes
+from monitor.store.base import (
+    READS,
+    DayTotal,
+    Heartbeat,
+    HourRow,
+    OutboxItem,
+    Store,
+    StoreError,
+    Write,
+    Writes,
+)
 
 log = logging.getLogger("monitor.store")
 T = TypeVar("T")
@@ -105,6 +115,14 @@ class WatchedStore(Writes):
 
     async def load_heartbeats(self, names: Collection[str] | None = None) -> list[Heartbeat]:
         return await self._do(("load_heartbeats",), lambda: self.store.load_heartbeats(names))
+
+    async def load_hours(
+        self, since_hour: int, before_hour: int | None = None, check: str | None = None
+    ) -> list[HourRow]:
+        return await self._do(("load_hours",), lambda: self.store.load_hours(since_hour, before_hour, check))
+
+    async def load_days(self, since_hour: int, before_hour: int) -> list[DayTotal]:
+        return await self._do(("load_days",), lambda: self.store.load_days(since_hour, before_hour))
 
     def fault(self, exc: Exception) -> str | None:
         return str(exc) if isinstance(exc, StoreError) else self.store.fault(exc)

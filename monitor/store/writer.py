@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.store.base import Heartbeat, OutboxItem, Store, StoreError, Write, Writes
+from monitor.store.base import DayTotal, Heartbeat, HourRow, OutboxItem, Store, StoreError, Write, Writes
 from monitor.store.watched import WatchedStore
 
 log = logging.getLogger("monitor.store.writer")
@@ -102,6 +102,14 @@ class StoreWriter(Writes):
 
     async def load_heartbeats(self, names: Collection[str] | None = None) -> list[Heartbeat]:
         return await self.store.load_heartbeats(names)
+
+    async def load_hours(
+        self, since_hour: int, before_hour: int | None = None, check: str | None = None
+    ) -> list[HourRow]:
+        return await self.store.load_hours(since_hour, before_hour, check)
+
+    async def load_days(self, since_hour: int, before_hour: int) -> list[DayTotal]:
+        return await self.store.load_days(since_hour, before_hour)
 
     # ------------------------------------------------------------ writes: through the queue
 
