@@ -6,7 +6,6 @@ import asyncio
 import hmac
 import json
 import logging
-import math
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
@@ -219,8 +218,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every answer under /api/ is JSON, errors included; a bug is a logged 500, not a stack trace."""
-    if not request.path.startswith("/api/"):
+    """Every answer under /api/ is JSON, errors included (a badge's too); a bug is a logged 500,
+    not a stack trace."""
+    if not request.path.startswith(("/api/", "/badges/")):
         return await handler(request)
     try:
         return await handler(request)
@@ -237,12 +237,6 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
 
 def _svg(text: str) -> web.Response:
     return web.Response(text=text, content_type="image/svg+xml", headers={"Cache-Control": "max-age=60"})
-
-
-def _latency_text(ms: float) -> str:
-    if ms >= 1000:
-        return f"{ms / 1000:.2f} s"
-    return f"{ms:.0f} ms" if ms >= 100 else f"{ms:.1f} ms" if ms >= 10 else f"{ms:.2f} ms"
 
 
 def build_app(source: ApiSource) -> web.Application:
@@ -327,8 +321,7 @@ def build_app(source: ApiSource) -> web.Application:
         if (view := known(name)) is None or period not in view["uptime_pct"]:
             return _error(404, "no such check or period (24h, 7d, 30d)")
         pct = view["uptime_pct"][period]
-        value = badges.NO_DATA if pct is None else f"{math.floor(pct * 100) / 100:g}%"
-        return _svg(badges.badge(f"uptime {period}", value, badges.uptime_colour(pct)))
+        return _svg(badges.badge(f"uptime {period}", badges.uptime_text(pct), badges.uptime_colour(pct)))
 
     async def latency_badge(request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -340,7 +333,7 @@ def build_app(source: ApiSource) -> web.Application:
             return _svg(badges.badge("latency p95", badges.NO_DATA, badges.GREY))
         state = view["states"].get("latency_p95_ms")
         colour = badges.BLUE if state is None else badges.STATE_COLOURS[state]
-        return _svg(badges.badge("latency p95", _latency_text(recent[-1]), colour))
+        return _svg(badges.badge("latency p95", badges.latency_text(recent[-1]), colour))
 
     async def alerts(request: web.Request) -> web.Response:
         state = request.query.get("state")

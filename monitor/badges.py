@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from html import escape
 
 GREEN = "#4c1"
@@ -36,6 +37,19 @@ def uptime_colour(pct: float | None) -> str:
     if pct >= 99.0:
         return YELLOW_GREEN
     return YELLOW if pct >= 95.0 else RED
+
+
+def uptime_text(pct: float | None) -> str:
+    """Rounded down: 99.999 % is not shown as 100 %."""
+    return NO_DATA if pct is None else f"{math.floor(pct * 100) / 100:g}%"
+
+
+def latency_text(ms: float | None) -> str:
+    if ms is None:
+        return NO_DATA
+    if ms >= 1000:
+        return f"{ms / 1000:.2f} s"
+    return f"{ms:.0f} ms" if ms >= 100 else f"{ms:.1f} ms" if ms >= 10 else f"{ms:.2f} ms"
 
 
 def badge(label: str, value: str, colour: str) -> str:
