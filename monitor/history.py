@@ -42,13 +42,17 @@ def _bucket_ms(index: int) -> float:
     return float(2.0 ** ((index + 0.5) / _PER_OCTAVE + _LOW_OCTAVE))
 
 
-def _quantile(counts: array[int], q: float, max_ms: float) -> float | None:
+def _quantiles(counts: array[int], max_ms: float | None) -> tuple[float | None, float | None]:
+    """p50 and p95: the middle of the bucket holding each (at most the hour's max)."""
+    if max_ms is None:
+        return None, None
     cumulative = list(accumulate(counts))
     total = cumulative[-1]
-    if total == 0:
-        return None
-    index = bisect_left(cumulative, max(1, math.ceil(q * total)))
-    return min(_bucket_ms(index), max_ms)
+    if total == 0:  # a clock set back can leave a max without counts
+        return None, None
+    p50 = bisect_left(cumulative, max(1, math.ceil(0.5 * total)))
+    p95 = bisect_left(cumulative, max(1, math.ceil(0.95 * total)))
+    return min(_bucket_ms(p50), max_ms), min(_bucket_ms(p95), max_ms)
 
 
 def _mix(a: float | None, a_runs: int, b: float | None, b_runs: int) -> float | None:
@@ -191,8 +195,7 @@ class History:
 
     def _row(self, name: str, track: _Track) -> HourRow:
         """The open hour's row, with what a restart inside it carried over."""
-        max_ms = track.max_ms if track.max_ms is not None else math.inf
-        p50, p95 = _quantile(track.counts, 0.5, max_ms), _quantile(track.counts, 0.95, max_ms)
+        p50, p95 = _quantiles(track.counts, track.max_ms)
         if (carried := self._carried.get(name)) is not None:
             carried_ok, carried_p50, carried_p95 = carried
             own_ok = track.runs - track.failures - carried_ok

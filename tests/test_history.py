@@ -85,6 +85,8 @@ def test_hour_boundaries_the_last_24_hours_and_checks_without_runs() -> None:
     assert history.uptime_pct("api") == {"24h": None, "7d": 50.0, "30d": 50.0}
     assert history.latency_hours("api") == [None] * 24
     assert history.uptime_pct("never-ran") == {"24h": None, "7d": None, "30d": None}
+    history.keep_only(["web"])  # a reload without "api": its history is let go
+    assert history.uptime_pct("api") == {"24h": None, "7d": None, "30d": None}
 
 
 def test_history_0_keeps_none_and_a_bad_value_names_the_key() -> None:
