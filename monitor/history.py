@@ -15,7 +15,6 @@ from monitor.clock import Clock
 from monitor.models import iso
 from monitor.store import HourRow, Store
 
-FLUSH_EVERY_S = 60.0  # how often the hours' rows go to the store, in one transaction
 RECENT_HOURS = 24  # closed hours kept in memory in full: the sparkline, the 24 h uptime, the API's default
 DAYS = 30  # UTC days whose totals are kept in memory: the 7 d and 30 d uptime
 UPTIME_WINDOWS = {"24h": 24, "7d": 7, "30d": 30}  # "24h" in hours, the others in UTC days
@@ -155,7 +154,8 @@ class _Track:
 class History:
     """Every check's run history: `record` is called once per run (O(1): counters and one
     histogram bucket of the open hour); `flush` stores the hours' rows through the store's one
-    writer, every FLUSH_EVERY_S and at stop; `load` reads them back at start.
+    writer in one transaction (the daemon calls it every minute and at stop); `load` reads them
+    back at start.
 
     `keep_s` 0 keeps none: nothing is recorded or stored."""
 
@@ -259,12 +259,6 @@ class History:
         for track, hour, runs in stored:
             if track.hour == hour:
                 track.written = runs
-
-    async def run(self, every_s: float = FLUSH_EVERY_S) -> None:
-        """Flush every `every_s` until cancelled (the daemon flushes once more at stop)."""
-        while True:
-            await asyncio.sleep(every_s)
-            await self.flush()
 
     # ------------------------------------------------------------ views
 
