@@ -34,6 +34,7 @@ from monitor.store.sqlite import SqliteStore
 
 START = 1_794_988_800.0  # an hour's start
 DAY_30 = 30 * 86400.0
+PG_SIZE = "select pg_total_relation_size('monitor_history') + pg_total_relation_size('monitor_history_days')"
 
 
 class Clock:
@@ -142,8 +143,13 @@ async def fill_sqlite(path: Path, checks: int, days: int) -> None:
     first = int(START // 3600) - 24 * days
     await db.execute(
         "with recursive h(x) as (select ? union all select x + 1 from h where x + 1 < ?) "
-        "insert or ignore into history select x, name, 360, 3, 19876, 45123, 91234 from h, names",
+        "insert or ignore into history select x, name, 360, 3, 19876, 45123, 91234, 1 from h, names",
         (first, int(START // 3600)),
+    )
+    await db.execute(
+        "insert or ignore into history_days select hour / 24, name, sum(runs), sum(failures) "
+        "from history where hour < ? group by 1, 2",
+        (int(START // 3600),),
     )
     await db.commit()
     await store.close()
@@ -154,12 +160,17 @@ async def fill_postgres(dsn: str, checks: int, days: int) -> None:
     try:
         first = int(START // 3600) - 24 * days
         await conn.execute(
-            "insert into monitor_history select h, n, 360, 3, 19876, 45123, 91234 "
+            "insert into monitor_history select h, n, 360, 3, 19876, 45123, 91234, true "
             "from generate_series($1::integer, $2::integer - 1) h, unnest($3::text[]) n "
             "on conflict do nothing",
             first,
             int(START // 3600),
             names_of(checks),
+        )
+        await conn.execute(
+            "insert into monitor_history_days select hour / 24, name, sum(runs), sum(failures) "
+            "from monitor_history where hour < $1 group by 1, 2 on conflict do nothing",
+            int(START // 3600),
         )
         await conn.execute("vacuum analyze monitor_history")
     finally:
@@ -201,7 +212,7 @@ async def full_size(where: Path | str, args: argparse.Namespace, store: Store) -
     else:
         conn = await asyncpg.connect(where)
         try:
-            size = await conn.fetchval("select pg_total_relation_size('monitor_history')")
+            size = await conn.fetchval(PG_SIZE)
         finally:
             await conn.close()
     days = args.fill_days + args.hours / 24
@@ -243,9 +254,10 @@ async def main() -> None:
         conn = await asyncpg.connect(dsn)
         try:
             # Each batch rewrites the open hour's rows: dead row versions until (auto)vacuum reuses them.
-            size = await conn.fetchval("select pg_total_relation_size('monitor_history')")
+            size = await conn.fetchval(PG_SIZE)
             await conn.execute("vacuum full monitor_history")
-            live = await conn.fetchval("select pg_total_relation_size('monitor_history')")
+            await conn.execute("vacuum full monitor_history_days")
+            live = await conn.fetchval(PG_SIZE)
         finally:
             await conn.close()
         results["postgresql"]["bytes_before_vacuum_full"] = size

@@ -104,6 +104,10 @@ class _Track:
         )
 
     def add_day(self, day: int, runs: int, failures: int) -> None:
+        """Runs of closed hours of `day`; none outside the 30 days up to the open hour's."""
+        today = self.hour // 24
+        if not today - DAYS < day <= today:
+            return
         i = (day % DAYS) * 2
         self.days[i] += runs
         self.days[i + 1] += failures
@@ -167,7 +171,7 @@ class History:
         # A restart inside an hour adds its runs to the stored row's; the latency quantiles are
         # the run-weighted mean of the stored row's and this process's. {check: (ok runs, p50, p95)}
         self._carried: dict[str, tuple[int, float | None, float | None]] = {}
-        self._unwritten: list[HourRow] = []  # closed hours not stored yet
+        self._closed: list[HourRow] = []  # closed hours not stored as closed yet
 
     @property
     def enabled(self) -> bool:
@@ -188,8 +192,8 @@ class History:
 
     def _close(self, name: str, track: _Track, hour: int) -> None:
         row = self._row(name, track) if track.runs else None
-        if row is not None and track.runs != track.written:
-            self._unwritten.append(row)
+        if row is not None:
+            self._closed.append(row)
         self._carried.pop(name, None)
         track.close(row, hour)
 
@@ -212,16 +216,21 @@ class History:
     # ------------------------------------------------------------ the store
 
     async def load(self, names: Iterable[str]) -> None:
-        """At start: the stored hours of the last day, day totals of the last 30, for `names`."""
+        """At start, for `names`: the day totals of the last 30 days, the stored hours of the
+        last day; and an hour a stopped process left open, now closed (and so stored next)."""
         if not self.keep_hours:
             return
         wanted = set(names)
         hour = int(self.clock.now() // 3600)
         since_day = max(hour // 24 - DAYS + 1, (hour - self.keep_hours + 1) // 24)
         tracks = {name: _Track(hour) for name in wanted}
-        for total in await self.store.load_days(since_day * 24, hour):
+        for total in await self.store.load_days(since_day):
             if (track := tracks.get(total.check)) is not None:
                 track.add_day(total.day, total.runs, total.failures)
+        for row in await self.store.load_open_hours(hour):
+            self._closed.append(row)  # checks no longer configured too: none is left open
+            if (track := tracks.get(row.check)) is not None:
+                track.add_day(row.hour // 24, row.runs, row.failures)
         for row in await self.store.load_hours(hour - RECENT_HOURS, hour + 1):
             if (track := tracks.get(row.check)) is None:
                 continue
@@ -239,8 +248,8 @@ class History:
         past `monitor.history` deleted). Raises StoreError; what was not stored is kept."""
         if not self.keep_hours:
             return
-        rows, self._unwritten = self._unwritten, []
-        closed = len(rows)
+        closed, self._closed = self._closed, []
+        rows: list[HourRow] = []
         stored: list[tuple[_Track, int, int]] = []
         for i, (name, track) in enumerate(list(self._tracks.items())):
             if track.runs != track.written:
@@ -248,13 +257,13 @@ class History:
                 stored.append((track, track.hour, track.runs))
             if i % 1000 == 999:
                 await asyncio.sleep(0)  # 20,000 checks' quantiles in slices, the loop running between
-        if not rows:
+        if not rows and not closed:
             return
         keep_from = int(self.clock.now() // 3600) - self.keep_hours + 1
         try:
-            await self.store.save_hours(rows, keep_from)
+            await self.store.save_hours(rows, closed, keep_from)
         except BaseException:
-            self._unwritten[:0] = rows[:closed]
+            self._closed[:0] = closed
             raise
         for track, hour, runs in stored:
             if track.hour == hour:

@@ -139,6 +139,29 @@ async def test_restart_keeps_uptime_and_merges_the_hour_it_happened_in(make: Cal
         await store.close()
 
 
+async def test_an_hour_a_stopped_process_left_open_is_counted_once(make: Callable[[], Store]) -> None:
+    clock = FakeClock(START)
+    store = make()
+    await store.open()
+    try:
+        history = History(store, clock, DAY_30)
+        for i in range(100):  # 08:00, then the process stops at 08:16
+            history.record("api", i >= 10, 5.0, clock.now())
+            clock.advance(10)
+        await history.flush()  # stored open: its hour had not ended
+        for restart in (1, 2):  # started again at 09:16, then at 10:16
+            clock.advance(HOUR)
+            restarted = History(store, clock, DAY_30)
+            await restarted.load(["api"])
+            assert restarted.uptime_pct("api")["7d"] == 90.0
+            await restarted.flush()  # 08:00, now closed, goes into its day's totals once
+            days = await store.load_days(0)
+            assert [(t.check, t.runs, t.failures) for t in days] == [("api", 100, 10)], restart
+            assert await store.load_open_hours(hours_since_epoch(clock.now())) == []
+    finally:
+        await store.close()
+
+
 async def test_a_batch_is_one_transaction_and_old_hours_are_pruned(make: Callable[[], Store]) -> None:
     clock = FakeClock(START)
     store = StoreWriter(make())

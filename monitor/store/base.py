@@ -7,7 +7,16 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-READS = ("ping", "load_alerts", "pending", "load_silences", "load_heartbeats", "load_hours", "load_days")
+READS = (
+    "ping",
+    "load_alerts",
+    "pending",
+    "load_silences",
+    "load_heartbeats",
+    "load_hours",
+    "load_days",
+    "load_open_hours",
+)
 WRITES = frozenset(
     {
         "probe",
@@ -141,8 +150,13 @@ class Store(Protocol):
         """Hour rows from `since_hour` (and before `before_hour`), of one check or of all."""
         ...
 
-    async def load_days(self, since_hour: int, before_hour: int) -> list[DayTotal]:
-        """The hour rows in [since_hour, before_hour) summed per check and UTC day."""
+    async def load_days(self, since_day: int) -> list[DayTotal]:
+        """Per check and UTC day from `since_day`, the totals of the hours stored as closed."""
+        ...
+
+    async def load_open_hours(self, before_hour: int) -> list[HourRow]:
+        """Hour rows before `before_hour` stored while their hour was open and never closed
+        (the process stopped in that hour)."""
         ...
 
     # Each write spelled as a method (see `Writes`).
@@ -154,7 +168,9 @@ class Store(Protocol):
     async def delete_silence(self, silence_id: str) -> bool: ...
     async def save_ping(self, name: str, at: float, ok: bool, reason: str | None) -> None: ...
     async def add_heartbeat(self, name: str, at: float) -> None: ...
-    async def save_hours(self, rows: Sequence[HourRow], keep_from_hour: int) -> None: ...
+    async def save_hours(
+        self, rows: Sequence[HourRow], closed: Sequence[HourRow], keep_from_hour: int
+    ) -> None: ...
 
 
 class Writes:
@@ -200,10 +216,14 @@ class Writes:
         """A heartbeat check first configured at `at`; one already stored keeps its own time."""
         await self.write(Write("add_heartbeat", (name, at)))
 
-    async def save_hours(self, rows: Sequence[HourRow], keep_from_hour: int) -> None:
-        """Hour rows stored (one already stored for its check and hour is replaced), and every
-        row of an hour before `keep_from_hour` deleted: one batch of run history."""
-        await self.write(Write("save_hours", (rows, keep_from_hour)))
+    async def save_hours(
+        self, rows: Sequence[HourRow], closed: Sequence[HourRow], keep_from_hour: int
+    ) -> None:
+        """One batch of run history: the rows of open hours and the final rows of closed ones
+        stored (replacing what is stored for their check and hour), each closed row added to its
+        day's totals (once: a closed row is written once); then hours and days before
+        `keep_from_hour` deleted."""
+        await self.write(Write("save_hours", (rows, closed, keep_from_hour)))
 
 
 def to_us(ms: float | None) -> int | None:
@@ -213,6 +233,16 @@ def to_us(ms: float | None) -> int | None:
 
 def to_ms(us: int | None) -> float | None:
     return None if us is None else us / 1000
+
+
+def day_totals(closed: Sequence[HourRow]) -> list[DayTotal]:
+    """Closed rows summed per check and day: one addition per day row in a batch."""
+    totals: dict[tuple[str, int], list[int]] = {}
+    for row in closed:
+        total = totals.setdefault((row.check, row.hour // 24), [0, 0])
+        total[0] += row.runs
+        total[1] += row.failures
+    return [DayTotal(check, day, runs, failures) for (check, day), (runs, failures) in totals.items()]
 
 
 def reason(exc: BaseException) -> str:

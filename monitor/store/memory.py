@@ -7,7 +7,16 @@ import json
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from monitor.store.base import AlertRecord, DayTotal, Heartbeat, HourRow, OutboxItem, Write, Writes
+from monitor.store.base import (
+    AlertRecord,
+    DayTotal,
+    Heartbeat,
+    HourRow,
+    OutboxItem,
+    Write,
+    Writes,
+    day_totals,
+)
 
 
 class MemoryStore(Writes):
@@ -21,7 +30,9 @@ class MemoryStore(Writes):
         self._outbox: dict[int, OutboxItem] = {}
         self._silences: dict[str, dict[str, Any]] = {}
         self._heartbeats: dict[str, Heartbeat] = {}
-        self._hours: dict[int, dict[str, HourRow]] = {}  # by hour, then check: pruning drops whole hours
+        # By hour (day), then check: pruning drops whole hours. A row with whether it is closed.
+        self._hours: dict[int, dict[str, tuple[HourRow, bool]]] = {}
+        self._days: dict[int, dict[str, DayTotal]] = {}
         self._next_id = 1
 
     async def open(self) -> None:
@@ -50,11 +61,19 @@ class MemoryStore(Writes):
         self._next_id = round_.next_id
         # Run history is not copied per round (it is large): its writes, which cannot fail, are
         # applied once the rest of the round has worked.
-        for rows, keep_from_hour in round_.hours:
+        for rows, closed, keep_from_hour in round_.hours:
             for row in rows:
-                self._hours.setdefault(row.hour, {})[row.check] = row
+                self._hours.setdefault(row.hour, {})[row.check] = (row, False)
+            for row in closed:
+                self._hours.setdefault(row.hour, {})[row.check] = (row, True)
+            for t in day_totals(closed):
+                day = self._days.setdefault(t.day, {})
+                old = day.get(t.check, DayTotal(t.check, t.day, 0, 0))
+                day[t.check] = DayTotal(t.check, t.day, old.runs + t.runs, old.failures + t.failures)
             for hour in [h for h in self._hours if h < keep_from_hour]:
                 del self._hours[hour]
+            for day in [d for d in self._days if d < keep_from_hour // 24]:
+                del self._days[day]
         return results
 
     async def load_alerts(self, active: bool, since: float = 0.0) -> list[dict[str, Any]]:
@@ -84,18 +103,22 @@ class MemoryStore(Writes):
                 continue
             rows = self._hours[hour]
             if check is None:
-                found.extend(rows[name] for name in sorted(rows))
-            elif (row := rows.get(check)) is not None:
-                found.append(row)
+                found.extend(rows[name][0] for name in sorted(rows))
+            elif check in rows:
+                found.append(rows[check][0])
         return found
 
-    async def load_days(self, since_hour: int, before_hour: int) -> list[DayTotal]:
-        totals: dict[tuple[str, int], list[int]] = {}
-        for row in await self.load_hours(since_hour, before_hour):
-            total = totals.setdefault((row.check, row.hour // 24), [0, 0])
-            total[0] += row.runs
-            total[1] += row.failures
-        return [DayTotal(check, day, runs, failures) for (check, day), (runs, failures) in totals.items()]
+    async def load_days(self, since_day: int) -> list[DayTotal]:
+        return [t for day in sorted(self._days) if day >= since_day for t in self._days[day].values()]
+
+    async def load_open_hours(self, before_hour: int) -> list[HourRow]:
+        return [
+            row
+            for hour in sorted(self._hours)
+            if hour < before_hour
+            for row, closed in self._hours[hour].values()
+            if not closed
+        ]
 
 
 class _Round:
@@ -111,7 +134,7 @@ class _Round:
     ) -> None:
         self.alerts, self.outbox, self.silences, self.next_id = alerts, outbox, silences, next_id
         self.heartbeats = heartbeats
-        self.hours: list[tuple[list[HourRow], int]] = []  # staged: see MemoryStore.apply
+        self.hours: list[tuple[list[HourRow], list[HourRow], int]] = []  # staged: see MemoryStore.apply
 
     def run(self, write: Write) -> Any:
         args = write.args
@@ -137,8 +160,8 @@ class _Round:
                 name, at = args
                 self.heartbeats.setdefault(name, Heartbeat(name, at))
             case "save_hours":
-                rows, keep_from_hour = args
-                self.hours.append((list(rows), keep_from_hour))
+                rows, closed, keep_from_hour = args
+                self.hours.append((list(rows), list(closed), keep_from_hour))
             case _:  # probe; reschedule: the worker's item is the stored item
                 pass
         return None

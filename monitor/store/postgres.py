@@ -19,6 +19,7 @@ from monitor.store.base import (
     StoreError,
     Write,
     Writes,
+    day_totals,
     reason,
     to_ms,
     to_us,
@@ -41,8 +42,12 @@ create table if not exists monitor_heartbeats (
   ok boolean not null default true, reason text);
 create table if not exists monitor_history (
   hour integer not null, name text not null, runs integer not null, failures integer not null,
-  p50_us bigint, p95_us bigint, max_us bigint, primary key (hour, name))
+  p50_us bigint, p95_us bigint, max_us bigint, closed boolean not null, primary key (hour, name))
   with (autovacuum_vacuum_scale_factor = 0.01);
+create index if not exists monitor_history_open on monitor_history (hour) where not closed;
+create table if not exists monitor_history_days (
+  day integer not null, name text not null, runs bigint not null, failures bigint not null,
+  primary key (day, name));
 """
 # Every batch rewrites the open hour's rows: vacuumed after 1 % of the table is dead row versions
 # (the default 20 % would let a 30-day table carry hours of them); the closed hours' pages are
@@ -162,16 +167,23 @@ class PostgresStore(Writes):
                 since_hour,
                 before_hour,
             )
-        return [HourRow(r[1], r[0], r[2], r[3], to_ms(r[4]), to_ms(r[5]), to_ms(r[6])) for r in rows]
+        return [_hour_row(r) for r in rows]
 
-    async def load_days(self, since_hour: int, before_hour: int) -> list[DayTotal]:
+    async def load_days(self, since_day: int) -> list[DayTotal]:
         rows = await self.pool.fetch(
-            "select name, hour / 24, sum(runs)::bigint, sum(failures)::bigint from monitor_history "
-            "where hour >= $1 and hour < $2 group by name, hour / 24",
-            since_hour,
-            before_hour,
+            "select name, day, runs, failures from monitor_history_days where day >= $1", since_day
         )
         return [DayTotal(r[0], r[1], r[2], r[3]) for r in rows]
+
+    async def load_open_hours(self, before_hour: int) -> list[HourRow]:
+        rows = await self.pool.fetch(
+            f"select {_HISTORY_COLUMNS} from monitor_history where not closed and hour < $1", before_hour
+        )
+        return [_hour_row(r) for r in rows]
+
+
+def _hour_row(r: Any) -> HourRow:
+    return HourRow(r[1], r[0], r[2], r[3], to_ms(r[4]), to_ms(r[5]), to_ms(r[6]))
 
 
 async def _run(conn: asyncpg.Connection, write: Write) -> Any:
@@ -230,23 +242,37 @@ async def _run(conn: asyncpg.Connection, write: Write) -> Any:
                 *args,
             )
         case "save_hours":
-            rows, keep_from_hour = args
+            rows, closed, keep_from_hour = args
+            both = [*rows, *closed]
             # One statement for the whole batch: the rows as arrays, unnested on the server.
             await conn.execute(
-                f"insert into monitor_history ({_HISTORY_COLUMNS}) select * from unnest("
+                f"insert into monitor_history ({_HISTORY_COLUMNS}, closed) select * from unnest("
                 "$1::integer[], $2::text[], $3::integer[], $4::integer[], $5::bigint[], $6::bigint[], "
-                "$7::bigint[]) on conflict (hour, name) do update set runs = excluded.runs, "
+                "$7::bigint[], $8::boolean[]) on conflict (hour, name) do update set runs = excluded.runs, "
                 "failures = excluded.failures, p50_us = excluded.p50_us, p95_us = excluded.p95_us, "
-                "max_us = excluded.max_us",
-                [r.hour for r in rows],
-                [r.check for r in rows],
-                [r.runs for r in rows],
-                [r.failures for r in rows],
-                [to_us(r.p50_ms) for r in rows],
-                [to_us(r.p95_ms) for r in rows],
-                [to_us(r.max_ms) for r in rows],
+                "max_us = excluded.max_us, closed = excluded.closed",
+                [r.hour for r in both],
+                [r.check for r in both],
+                [r.runs for r in both],
+                [r.failures for r in both],
+                [to_us(r.p50_ms) for r in both],
+                [to_us(r.p95_ms) for r in both],
+                [to_us(r.max_ms) for r in both],
+                [False] * len(rows) + [True] * len(closed),
+            )
+            days = day_totals(closed)
+            await conn.execute(
+                "insert into monitor_history_days select * from unnest("
+                "$1::integer[], $2::text[], $3::bigint[], $4::bigint[]) on conflict (day, name) do update "
+                "set runs = monitor_history_days.runs + excluded.runs, "
+                "failures = monitor_history_days.failures + excluded.failures",
+                [t.day for t in days],
+                [t.check for t in days],
+                [t.runs for t in days],
+                [t.failures for t in days],
             )
             await conn.execute("delete from monitor_history where hour < $1", keep_from_hour)
+            await conn.execute("delete from monitor_history_days where day < $1", keep_from_hour // 24)
         case "probe":
             await conn.execute(
                 "insert into monitor_store_probe (id, at) values (1, extract(epoch from now())) "

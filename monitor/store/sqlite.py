@@ -24,6 +24,7 @@ from monitor.store.base import (
     StoreError,
     Write,
     Writes,
+    day_totals,
     reason,
     to_ms,
     to_us,
@@ -46,13 +47,20 @@ create table if not exists heartbeats (
   ok integer not null default 1, reason text);
 create table if not exists history (
   hour integer not null, name text not null, runs integer not null, failures integer not null,
-  p50_us integer, p95_us integer, max_us integer, primary key (hour, name)) without rowid;
+  p50_us integer, p95_us integer, max_us integer, closed integer not null,
+  primary key (hour, name)) without rowid;
+create index if not exists history_open on history (hour) where closed = 0;
+create table if not exists history_days (
+  day integer not null, name text not null, runs integer not null, failures integer not null,
+  primary key (day, name)) without rowid;
 """
+_HISTORY_COLUMNS = "hour, name, runs, failures, p50_us, p95_us, max_us"
 # Keyed by hour first: pruning and the load at start are ranges; one check's hours are seeks,
 # one per hour (a second index by name would cost a third more space).
 _HOURS_OF_ONE = (
     "with recursive h(hour) as (select ? union all select hour + 1 from h where hour + 1 < ?) "
-    "select history.* from h join history on history.hour = h.hour and history.name = ? order by h.hour"
+    "select history.hour, name, runs, failures, p50_us, p95_us, max_us "
+    "from h join history on history.hour = h.hour and history.name = ? order by h.hour"
 )
 
 # SQLite's own words for a file it cannot use, as an operator would put them.
@@ -260,15 +268,18 @@ class SqliteStore(Writes):
                     args,
                 )
             case "save_hours":
-                rows, keep_from_hour = args
+                rows, closed, keep_from_hour = args
                 await db.executemany(
-                    "insert or replace into history values (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (r.hour, r.check, r.runs, r.failures, *map(to_us, (r.p50_ms, r.p95_ms, r.max_ms)))
-                        for r in rows
-                    ],
+                    "insert or replace into history values (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(*_history_values(r), done) for done, part in ((0, rows), (1, closed)) for r in part],
+                )
+                await db.executemany(
+                    "insert into history_days values (?, ?, ?, ?) on conflict (day, name) do update "
+                    "set runs = runs + excluded.runs, failures = failures + excluded.failures",
+                    [(t.day, t.check, t.runs, t.failures) for t in day_totals(closed)],
                 )
                 await db.execute("delete from history where hour < ?", (keep_from_hour,))
+                await db.execute("delete from history_days where day < ?", (keep_from_hour // 24,))
             case "probe":
                 await db.execute("insert or replace into probe (id, at) values (1, ?)", (time.time(),))
         return None
@@ -331,24 +342,39 @@ class SqliteStore(Writes):
                     return []
                 query, params = _HOURS_OF_ONE, (since_hour, before_hour, check)
             elif before_hour is None:
-                query, params = "select * from history where hour >= ?", (since_hour,)
+                query, params = f"select {_HISTORY_COLUMNS} from history where hour >= ?", (since_hour,)
             else:
-                query = "select * from history where hour >= ? and hour < ?"
+                query = f"select {_HISTORY_COLUMNS} from history where hour >= ? and hour < ?"
                 params = (since_hour, before_hour)
             async with db.execute(query, params) as cursor:
                 rows = await cursor.fetchall()
-        return [HourRow(r[1], r[0], r[2], r[3], to_ms(r[4]), to_ms(r[5]), to_ms(r[6])) for r in rows]
+        return [_hour_row(r) for r in rows]
 
-    async def load_days(self, since_hour: int, before_hour: int) -> list[DayTotal]:
+    async def load_days(self, since_day: int) -> list[DayTotal]:
         async with self._lock:
             db = await self._checked()
             async with db.execute(
-                "select name, hour / 24, sum(runs), sum(failures) from history "
-                "where hour >= ? and hour < ? group by name, hour / 24",
-                (since_hour, before_hour),
+                "select name, day, runs, failures from history_days where day >= ?", (since_day,)
             ) as cursor:
                 rows = await cursor.fetchall()
         return [DayTotal(*r) for r in rows]
+
+    async def load_open_hours(self, before_hour: int) -> list[HourRow]:
+        async with self._lock:
+            db = await self._checked()
+            async with db.execute(
+                f"select {_HISTORY_COLUMNS} from history where closed = 0 and hour < ?", (before_hour,)
+            ) as cursor:
+                rows = await cursor.fetchall()
+        return [_hour_row(r) for r in rows]
+
+
+def _history_values(r: HourRow) -> tuple[Any, ...]:
+    return (r.hour, r.check, r.runs, r.failures, to_us(r.p50_ms), to_us(r.p95_ms), to_us(r.max_ms))
+
+
+def _hour_row(r: Any) -> HourRow:
+    return HourRow(r[1], r[0], r[2], r[3], to_ms(r[4]), to_ms(r[5]), to_ms(r[6]))
 
 
 async def _one(db: aiosqlite.Connection, query: str) -> Any:

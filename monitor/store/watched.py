@@ -121,8 +121,11 @@ class WatchedStore(Writes):
     ) -> list[HourRow]:
         return await self._do(("load_hours",), lambda: self.store.load_hours(since_hour, before_hour, check))
 
-    async def load_days(self, since_hour: int, before_hour: int) -> list[DayTotal]:
-        return await self._do(("load_days",), lambda: self.store.load_days(since_hour, before_hour))
+    async def load_days(self, since_day: int) -> list[DayTotal]:
+        return await self._do(("load_days",), lambda: self.store.load_days(since_day))
+
+    async def load_open_hours(self, before_hour: int) -> list[HourRow]:
+        return await self._do(("load_open_hours",), lambda: self.store.load_open_hours(before_hour))
 
     def fault(self, exc: Exception) -> str | None:
         return str(exc) if isinstance(exc, StoreError) else self.store.fault(exc)

@@ -108,8 +108,11 @@ class StoreWriter(Writes):
     ) -> list[HourRow]:
         return await self.store.load_hours(since_hour, before_hour, check)
 
-    async def load_days(self, since_hour: int, before_hour: int) -> list[DayTotal]:
-        return await self.store.load_days(since_hour, before_hour)
+    async def load_days(self, since_day: int) -> list[DayTotal]:
+        return await self.store.load_days(since_day)
+
+    async def load_open_hours(self, before_hour: int) -> list[HourRow]:
+        return await self.store.load_open_hours(before_hour)
 
     # ------------------------------------------------------------ writes: through the queue
 
