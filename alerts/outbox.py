@@ -13,7 +13,7 @@ import logging
 import random
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from alerts.notifiers.base import Delivery, Failed, Notification, Notifier, Retry, Sent, deliver
 from monitor.clock import Clock
@@ -26,6 +26,19 @@ BACKOFF_MAX_S = 300.0  # 5 minutes
 GIVE_UP_AFTER_S = 24 * 3600.0
 FAILED_KEPT = 100
 RETRY_AFTER_MAX_S = 3600.0  # a receiver asking for more than an hour is not believed
+
+
+class Lease(Protocol):
+    """An HA leader's right to send (HA.md (b) Fencing 3, 4): its epoch, what is left of its
+    lease by its own clock, and the claim of a row in the store just before it is sent."""
+
+    epoch: int
+
+    def left(self) -> float: ...
+    async def claim(self, item: OutboxItem) -> bool | None:
+        """True: send it; False: the row is no longer pending; None: this replica may not send
+        now (its lease is over by its own clock, or the store refused or failed the claim)."""
+        ...
 
 
 def backoff_s(attempts: int, jitter: float = 1.0) -> float:
@@ -44,12 +57,16 @@ class Outbox:
         clock: Clock,
         on_outcome: Callable[[str, str], None] = lambda notifier, outcome: None,
         jitter: Callable[[], float] = lambda: random.uniform(0.8, 1.2),
+        on_redelivered: Callable[[str], None] = lambda notifier: None,
     ) -> None:
         self.store = store
         self.notifiers = notifiers
         self.clock = clock
         self._on_outcome = on_outcome
+        self._on_redelivered = on_redelivered
         self._jitter = jitter
+        self.lease: Lease | None = None  # set while leading an HA pair; None: a single replica sends
+        self._in_doubt: set[int] = set()  # rows a previous leader claimed and may have sent
         self._queues: dict[str, deque[OutboxItem]] = {name: deque() for name in notifiers}
         self._wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in notifiers}
         self._tasks: list[asyncio.Task[None]] = []
@@ -89,8 +106,13 @@ class Outbox:
         )
 
     async def load(self) -> None:
-        """Take up what a previous process left undelivered (kill -9 included)."""
-        for item in await self.store.pending():
+        """Take up what a previous process left undelivered (kill -9 included). A leader taking
+        over sends first, per notifier, the rows an earlier leader claimed (in doubt: maybe sent)."""
+        epoch = self.lease.epoch if self.lease is not None else 0
+        items = await self.store.pending()
+        doubtful = [i for i in items if 0 < i.claimed_epoch < epoch]
+        self._in_doubt = {i.id for i in doubtful}
+        for item in doubtful + [i for i in items if i.id not in self._in_doubt]:
             if item.notifier in self._queues:
                 self._queues[item.notifier].append(item)
             else:
@@ -182,6 +204,16 @@ class Outbox:
         self.start()
         await self.flush()
 
+    def drop(self) -> None:
+        """An HA leader that stops leading forgets what it queued and held: the next leader takes
+        it up from the store, and what was not stored is decided again there."""
+        for queue in self._queues.values():
+            queue.clear()
+        self._unstored.clear()
+        self._unsettled.clear()
+        self._in_doubt.clear()
+        self._stalled = False
+
     def start(self) -> None:
         for name in self.notifiers:
             self._tasks.append(asyncio.create_task(self._worker(name), name=f"outbox-{name}"))
@@ -216,7 +248,22 @@ class Outbox:
             now = self.clock.now()
             if item.next_at > now:
                 return item.next_at
-            delivery = await deliver(notifier, Notification.from_json(item.payload))
+            lease = self.lease
+            if lease is None:
+                delivery = await deliver(notifier, Notification.from_json(item.payload))
+            else:
+                claimed = await self._claim(lease, item)
+                if claimed is None:
+                    return now + BACKOFF_FIRST_S  # not leading now: no send (demotion follows)
+                if not claimed:
+                    queue.popleft()  # no longer pending: settled by another leader
+                    continue
+                try:
+                    # A send may not outlive the lease: past it, another leader may send the same.
+                    async with asyncio.timeout(lease.left()):
+                        delivery = await deliver(notifier, Notification.from_json(item.payload))
+                except TimeoutError:
+                    return now + BACKOFF_FIRST_S  # in doubt: the next leader sends it again
             await self._settle(item, delivery)
             if isinstance(delivery, Retry):
                 return item.next_at  # the head waits; nothing behind it overtakes
@@ -232,6 +279,9 @@ class Outbox:
         if isinstance(delivery, Sent):
             queue.popleft()
             await self._settled(item, "sent")
+            if item.id in self._in_doubt:
+                self._in_doubt.discard(item.id)
+                self._on_redelivered(item.notifier)
             if item.attempts > 1:
                 log.info("delivered after retries", extra=fields)
         elif isinstance(delivery, Retry):
@@ -250,6 +300,13 @@ class Outbox:
             self.failed.append(item)
             log.error("delivery failed permanently", extra={**fields, "reason": delivery.reason})
         self._on_outcome(item.notifier, delivery.outcome)
+
+    async def _claim(self, lease: Lease, item: OutboxItem) -> bool | None:
+        """As Lease.claim; a store that fails the claim means no send now."""
+        try:
+            return await lease.claim(item)
+        except StoreError:  # fenced, or the store failing (counted and logged by the store)
+            return None
 
     async def _settled(self, item: OutboxItem, status: str) -> None:
         """Store a row's new status; a failing store gets it at the next flush, and the worker

@@ -10,7 +10,8 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from alerts import lifecycle, stages
 from alerts.lifecycle import Transition
@@ -37,6 +38,15 @@ log = logging.getLogger("alerts")
 _TICK_SLICE = 500  # alerts decided between two yields to the loop
 
 
+@dataclass(frozen=True, slots=True)
+class Foreign:
+    """A dependency that another shard runs, as its leader published it (SPEC section 9)."""
+
+    breaching: bool
+    evaluated_at: float  # -inf: never published
+    bound_s: float  # 2 x its interval + failover: an older state is unknown (fail open)
+
+
 class AlertPipeline:
     """Alert state, and every decision about it, in one place."""
 
@@ -57,6 +67,7 @@ class AlertPipeline:
         self._storm_routes: dict[str, Route] = {}  # routes the storm's firing alerts would go to
         self._storm_fired: set[str] = set()  # alert ids whose routes joined _storm_routes
         self._storm_writing = False  # a storm notification is being stored
+        self.foreign: dict[str, Foreign] = {}  # dependencies run by other shards, set each tick
         self.policy = policy
 
     @property
@@ -78,9 +89,13 @@ class AlertPipeline:
 
     async def load(self) -> None:
         """Continue where the previous process stopped: active alerts with their counts, acks,
-        silences. A document that cannot be read is skipped, not allowed to stop the start."""
+        silences. A document that cannot be read is skipped, not allowed to stop the start.
+        What was in memory is replaced (an HA replica that takes over, or follows, loads again)."""
+        docs = await self.store.load_alerts(active=True)
+        silences = await self.store.load_silences()
+        self._reset()
         storms = []
-        for doc in await self.store.load_alerts(active=True):
+        for doc in docs:
             try:
                 if doc.get("kind") == STORM_KIND:
                     storms.append(Storm.from_doc(doc))
@@ -92,7 +107,15 @@ class AlertPipeline:
             self.storm = max(storms, key=lambda s: s.started_at)
             for alert in self.active.values():
                 self._storm_track(alert)
-        for doc in await self.store.load_silences():
+        self._take_silences(silences)
+
+    async def refresh_silences(self) -> None:
+        """An HA leader's, every tick: silences posted to a follower are in the store."""
+        self._take_silences(await self.store.load_silences())
+
+    def _take_silences(self, docs: list[dict[str, Any]]) -> None:
+        self.silences = {}
+        for doc in docs:
             try:
                 silence = Silence.from_doc(doc)
             except (TypeError, ValueError) as exc:
@@ -100,6 +123,17 @@ class AlertPipeline:
                 log.warning("stored silence skipped", extra={"silence": sid, "reason": str(exc)})
                 continue
             self.silences[silence.id] = silence
+
+    def _reset(self) -> None:
+        self.active.clear()
+        self._by_check.clear()
+        self._changes.clear()
+        self._flapping.clear()
+        self._unsaved.clear()
+        self.storm = None
+        self._up_starts.clear()
+        self._storm_routes.clear()
+        self._storm_fired.clear()
 
     def _track(self, alert: Alert) -> None:
         self.active[alert.id] = alert
@@ -229,6 +263,8 @@ class AlertPipeline:
 
     def up_breaching(self, check: str) -> bool:
         up = self._by_check.get(check, {}).get("up")
+        if up is None and (foreign := self.foreign.get(check)) is not None:
+            return foreign.breaching and self.clock.now() - foreign.evaluated_at <= foreign.bound_s
         return up is not None and up.state is not AlertState.RESOLVED
 
     def depends_on(self, check: str) -> tuple[str, ...]:
@@ -359,7 +395,14 @@ class AlertPipeline:
     def _awaiting_dependencies(self, alert: Alert) -> bool:
         """A check's page waits until each dependency has been evaluated since the breach began:
         if the database is the cause, its own alert must win the race."""
-        return any(self._last_seen.get(dep, -1.0) < alert.started_at for dep in self.depends_on(alert.check))
+        return any(self._unseen(dep, alert.started_at) for dep in self.depends_on(alert.check))
+
+    def _unseen(self, dep: str, since: float) -> bool:
+        foreign = self.foreign.get(dep)
+        if foreign is None:
+            return self._last_seen.get(dep, -1.0) < since
+        # Another shard's: waited for at most its bound, then the page goes (fail open).
+        return foreign.evaluated_at < since and self.clock.now() - since <= foreign.bound_s
 
     async def _write(
         self, alert: Alert, outgoing: list[tuple[str, Notification]], active: bool = True

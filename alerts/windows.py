@@ -120,6 +120,21 @@ def _occurrence(window: MaintenanceConfig, now: float, tz: ZoneInfo) -> tuple[fl
     return (min(end, next_start), True) if now < end else (next_start, False)
 
 
+def next_occurrence(window: MaintenanceConfig, now: float, tz: ZoneInfo) -> tuple[float, float] | None:
+    """The occurrence of `window` in progress at `now`, else its next one, as (start, end); None
+    for a one-off window that is over (what the status page lists as upcoming)."""
+    if window.cron is None or not window.duration:
+        start, end = one_off_bounds(window, tz)
+        return (start, end) if now < end else None
+    croniter = optional_module("croniter").croniter
+    local = datetime.fromtimestamp(now, tz)
+    last_start = croniter(window.cron, local + timedelta(microseconds=1)).get_prev(datetime).timestamp()
+    if now < last_start + window.duration:
+        return last_start, last_start + window.duration
+    next_start = croniter(window.cron, local).get_next(datetime).timestamp()
+    return next_start, next_start + window.duration
+
+
 class BusinessHours:
     """`[business_hours]` in `monitor.timezone`; a `start` after `end` is a night shift, open from
     start on each listed day until end the next morning."""

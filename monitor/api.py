@@ -9,7 +9,6 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
-from html import escape
 from importlib import resources
 from itertools import accumulate
 from typing import Any, Protocol
@@ -18,7 +17,8 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from monitor import badges
+from monitor import badges, statuspage
+from monitor.config import Config
 from monitor.models import iso
 from monitor.store import StoreError
 
@@ -36,6 +36,8 @@ class ApiSource(Protocol):
     """What the API reads from and asks of the daemon (which implements it)."""
 
     def metrics_text(self) -> Iterator[str]: ...
+    @property
+    def config(self) -> Config: ...
     @property
     def api_token(self) -> str: ...
     @property
@@ -60,6 +62,10 @@ class ApiSource(Protocol):
         """Record a ping (ok False: a reported failure); its time. StoreError when not stored."""
         ...
 
+    def storm_view(self) -> dict[str, Any] | None:
+        """The storm in progress (SPEC 12): `{"started_at", "checks", "first"}`; None without one."""
+        ...
+
     def uptime_pct(self, name: str) -> dict[str, float | None]:
         """Successful runs in % over "24h", "7d" and "30d"; None for a window without runs."""
         ...
@@ -75,6 +81,10 @@ class ApiSource(Protocol):
 
     async def older_hours(self, name: str, since: float) -> list[dict[str, Any]]:
         """The stored hours from `since` that are older than those `check_view` holds."""
+        ...
+
+    def cluster_view(self) -> dict[str, Any]:
+        """GET /api/v1/cluster: mode, shard, shards, role, epoch, leader, checks (SPEC section 9)."""
         ...
 
 
@@ -339,16 +349,17 @@ def build_app(source: ApiSource) -> web.Application:
         state = request.query.get("state")
         if state not in (None, "resolved"):
             return _error(400, 'state: only "resolved" can be asked for (default: alerts not resolved)')
-        since = None
-        if state == "resolved":
-            try:
-                since = (
-                    parse_time(request.query["since"], "since", source.timezone)
-                    if "since" in request.query
-                    else 0.0
-                )
-            except BadRequest as exc:
-                return _error(400, str(exc))
+        if state is None:
+            # The storm is part of what goes on now, not of the history.
+            return web.json_response({"alerts": await source.alerts_view(None), "storm": source.storm_view()})
+        try:
+            since = (
+                parse_time(request.query["since"], "since", source.timezone)
+                if "since" in request.query
+                else 0.0
+            )
+        except BadRequest as exc:
+            return _error(400, str(exc))
         return web.json_response({"alerts": await source.alerts_view(since)})
 
     async def ack(request: web.Request) -> web.Response:
@@ -422,10 +433,12 @@ def build_app(source: ApiSource) -> web.Application:
     async def fail(request: web.Request) -> web.Response:
         return await heartbeat(request, ok=False)
 
+    async def cluster(_: web.Request) -> web.Response:
+        return web.json_response(source.cluster_view())
+
     async def status_page(_: web.Request) -> web.Response:
         return web.Response(
-            text=render_status(source.checks_view(history=True), await source.alerts_view(None)),
-            content_type="text/html",
+            text=await statuspage.render(source), content_type="text/html", headers=statuspage.HEADERS
         )
 
     app.router.add_get("/metrics", metrics)
@@ -442,6 +455,7 @@ def build_app(source: ApiSource) -> web.Application:
     app.router.add_get("/api/v1/silences", list_silences)
     app.router.add_post("/api/v1/silences", add_silence)
     app.router.add_delete("/api/v1/silences/{id}", delete_silence)
+    app.router.add_get("/api/v1/cluster", cluster)
     for path, handler in (("/api/v1/heartbeats/{name}", ping), ("/api/v1/heartbeats/{name}/fail", fail)):
         app.router.add_post(path, handler)
         app.router.add_get(path, handler)  # `curl -fsS URL` in a crontab
@@ -450,51 +464,3 @@ def build_app(source: ApiSource) -> web.Application:
 
 
 _METRICS_SLICE_CHARS = 64 * 1024  # about a millisecond of rendering between two yields to the loop
-_COLOURS = {"ok": "#2e7d32", "warning": "#ef6c00", "critical": "#c62828", "unknown": "#757575"}
-
-
-def render_status(view: dict[str, Any], alerts: list[dict[str, Any]]) -> str:
-    """A page an on-call engineer can read at 3 a.m.: every check, its recent runs, firing alerts."""
-    rows = []
-    for c in view["checks"]:
-        history = "".join(
-            f'<span class="run {"up" if ok else "down"}" title="{escape(t)}"></span>'
-            for t, ok in c.get("history", [])
-        )
-        rows.append(
-            "<tr>"
-            f"<td>{escape(c['name'])}</td><td>{escape(c['type'])}</td>"
-            f'<td><b style="color:{_COLOURS.get(c["status"], "#000")}">{escape(c["status"].upper())}</b></td>'
-            f"<td>{escape(c['reason'] or '')}</td><td>{escape(str(c['last_run'] or 'never'))}</td>"
-            f"<td>{history}</td><td>{escape(c['suppressed'] or '')}</td>"
-            "</tr>"
-        )
-    firing = [
-        "<tr>"
-        f'<td><b style="color:{_COLOURS.get(a["severity"], "#000")}">{escape(a["severity"].upper())}</b></td>'
-        f"<td>{escape(a['check'])}</td><td>{escape(a['metric'])}</td><td>{escape(a['state'])}</td>"
-        f"<td>{escape(str(a['started_at']))}</td><td>{escape(a['reason'] or '')}</td>"
-        f"<td>{escape(a['suppressed'] or '')}</td><td>{'yes' if a['acknowledged'] else ''}</td>"
-        "</tr>"
-        for a in alerts
-    ]
-    overall = view["status"]
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="15">
-<title>monitor: {escape(overall)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; }} table {{ border-collapse: collapse; }}
-td, th {{ padding: .3em .8em; border-bottom: 1px solid #ddd; text-align: left; }}
-.run {{ display: inline-block; width: .6em; height: 1em; margin-right: 1px; }}
-.up {{ background: #2e7d32; }} .down {{ background: #c62828; }}
-</style></head><body>
-<h1>monitor: <span style="color:{_COLOURS.get(overall, "#000")}">{escape(overall.upper())}</span></h1>
-<h2>Alerts</h2>
-<table><tr><th>severity</th><th>check</th><th>metric</th><th>state</th><th>since</th><th>reason</th>
-<th>suppressed</th><th>acked</th></tr>
-{"".join(firing) or '<tr><td colspan="8">none</td></tr>'}</table>
-<h2>Checks</h2>
-<table><tr><th>check</th><th>type</th><th>status</th><th>reason</th><th>last run</th>
-<th>recent runs</th><th>suppressed</th></tr>
-{"".join(rows)}</table>
-</body></html>"""

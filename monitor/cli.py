@@ -1,4 +1,5 @@
-"""The `monitor` command: run, validate, once, schema. The only place that prints or exits."""
+"""The `monitor` command: run, validate, once, notify-test, schema, healthcheck. The only place
+that prints or exits."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 try:
     import uvloop
@@ -18,11 +19,12 @@ except ImportError:  # not built for this platform (Windows)
     uvloop = None
 
 from monitor import __version__
-from monitor.config import Config, ConfigError, config_schema, load_config
-from monitor.daemon import serve
-from monitor.logs import setup_logging
-from monitor.once import exit_code, notify_test, run_once
-from monitor.store import StoreError
+
+if TYPE_CHECKING:
+    from monitor.config import Config
+
+# The rest of the package is imported by the commands that use it: `monitor healthcheck` runs
+# every few seconds in a container, and needs none of it (no pydantic models, no aiohttp).
 
 log = logging.getLogger("monitor.cli")
 
@@ -72,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     test = with_config(sub.add_parser("notify-test", help="send a test notification through one notifier"))
     test.add_argument("notifier", metavar="NOTIFIER", help="the notifier's name in [notifiers.NAME]")
     sub.add_parser("schema", help="print the JSON Schema of the config file")
+    with_config(sub.add_parser("healthcheck", help="GET /healthz on monitor.listen; exit 0 healthy, 1 not"))
     return parser
 
 
@@ -79,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     path = getattr(args, "config", None) or _default_config()
     if args.command == "schema":
+        from monitor.config import config_schema
+
         print(json.dumps(config_schema(), indent=2))
         return 0
     if args.command == "validate":
@@ -87,10 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         return _once(path, args.json, args.check)
     if args.command == "notify-test":
         return _notify_test(path, args.notifier)
+    if args.command == "healthcheck":
+        return _healthcheck(path)
     return _run(path, args.watch)
 
 
 def _notify_test(path: str, name: str) -> int:
+    from monitor.config import ConfigError, load_config
+    from monitor.logs import setup_logging
+    from monitor.once import notify_test
+
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -111,7 +122,26 @@ def _notify_test(path: str, name: str) -> int:
     return 1
 
 
+def _healthcheck(path: str) -> int:
+    """For the image's HEALTHCHECK: 0 when the daemon of this config answers /healthz, else 1."""
+    from monitor.healthcheck import ListenError, listen_address, probe, url_of
+
+    try:
+        host, port = listen_address(path)
+    except ListenError as exc:
+        print(f"unhealthy: {exc}")
+        return 1
+    reason = probe(host, port)
+    if reason is None:
+        print(f"healthy: {url_of(host, port)}")
+        return 0
+    print(f"unhealthy: {reason}")
+    return 1
+
+
 def _validate(path: str) -> int:
+    from monitor.config import ConfigError, load_config
+
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -126,7 +156,12 @@ def _validate(path: str) -> int:
 
 
 def _once(path: str, as_json: bool, names: list[str] | None) -> int:
+    from monitor.config import ConfigError, load_config
+    from monitor.logs import setup_logging
+    from monitor.once import exit_code, nagios_output, nagios_unknown, run_once
+
     errors: list[str] = []
+    what = "invalid configuration"
     config: Config | None = None
     try:
         config = load_config(path)
@@ -134,22 +169,24 @@ def _once(path: str, as_json: bool, names: list[str] | None) -> int:
         errors = exc.errors
     if config is not None and names:
         known = {c.name for c in config.checks}
-        errors = [f'--check: unknown check "{n}"' for n in names if n not in known]
+        errors, what = [f'--check: unknown check "{n}"' for n in names if n not in known], ""
     if errors or config is None:
-        if as_json:
-            print(json.dumps({"status": "unknown", "errors": errors}))
-        else:
-            print("UNKNOWN: invalid configuration")
-            for line in errors:
-                print(f"  {line}")
+        unknown = {"status": "unknown", "errors": errors}
+        print(json.dumps(unknown) if as_json else nagios_unknown(errors, what))
         return EXIT_UNKNOWN
     setup_logging("text", "error")  # a check's internal error is reported in its row, not as logs
     result = run_async(run_once(config, names))
-    print(json.dumps(result) if as_json else _table(result))
+    if as_json:
+        print(json.dumps(result))
+    else:  # a Nagios plugin's output: the status line, then the table as "long output"
+        print(nagios_output(result, config.rows_for))
+        print(_table(result))
     return exit_code(result["status"])
 
 
 def _table(result: dict[str, Any]) -> str:
+    from monitor.once import nagios_text
+
     rows = [("CHECK", "TYPE", "STATUS", "UP", "MS", "STATES", "REASON")]
     for c in result["checks"]:
         states = " ".join(f"{m}={s}" for m, s in c["states"].items() if s != "ok") or "-"
@@ -162,16 +199,19 @@ def _table(result: dict[str, Any]) -> str:
                 str(int(bool(c["up"]))),
                 ms,
                 states,
-                c["reason"] or "-",
+                nagios_text(c["reason"] or "-"),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1] for r in rows]
-    lines.append(f"{result['status'].upper()}: {len(result['checks'])} checks")
-    return "\n".join(lines)
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1] for r in rows
+    )
 
 
 def _run(path: str, watch: bool = False) -> int:
+    from monitor.config import ConfigError, load_config
+    from monitor.logs import setup_logging
+
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -184,6 +224,10 @@ def _run(path: str, watch: bool = False) -> int:
 
 
 async def _serve(config: Config, path: str, watch: bool) -> int:
+    # Imported here, not at the top: `monitor healthcheck` runs every few seconds and needs neither.
+    from monitor.daemon import serve
+    from monitor.store import StoreError
+
     stop, reload = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -128,9 +128,16 @@ class MonitorSection(ConfigModel):
         return host.strip("[]"), int(port)
 
 
+MIN_FAILOVER_S = 3.0
+SHARD_ENV = "MONITOR_SHARD"
+
+
 class ClusterConfig(ConfigModel):
+    """`[cluster]`: an HA pair (`mode = "ha"`) and shards (SPEC 9). `MONITOR_SHARD=i/N` in the
+    environment overrides `shard` and `shards` (see `parse_config`)."""
+
     mode: Literal["single", "ha"] = "single"
-    failover: Duration = Field(default=15.0, gt=0)
+    failover: Duration = 15.0  # seconds
     shards: int = Field(default=1, ge=1)
     shard: int = Field(default=0, ge=0)
 
@@ -139,6 +146,53 @@ class ClusterConfig(ConfigModel):
         if self.shard >= self.shards:
             raise ValueError(f"shard {self.shard} must be below shards ({self.shards})")
         return self
+
+    @field_validator("failover")
+    @classmethod
+    def _budget(cls, value: float) -> float:
+        # HA.md's budget: a leader that cannot renew stops sending 0.4 x failover - 1s after its
+        # last renew began; under 3s that leaves no time for a renew (every failover / 7) between.
+        if value < MIN_FAILOVER_S:
+            raise ValueError(
+                f"{format_duration(value)} is too short: at least {format_duration(MIN_FAILOVER_S)}"
+                " (a leader cut off from PostgreSQL stops 0.4 x failover - 1s after its last renew)"
+            )
+        return value
+
+    @property
+    def shared(self) -> bool:
+        """Several replicas share the state store: an HA pair, or shards."""
+        return self.mode == "ha" or self.shards > 1
+
+
+def _shard_from_env(data: dict[str, Any], env: Mapping[str, str], errors: dict[str, str]) -> None:
+    """`MONITOR_SHARD=i/N` wins over `[cluster] shard` and `shards` (one config for every replica)."""
+    value = env.get(SHARD_ENV)
+    if value is None:
+        return
+    index, sep, count = value.strip().partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and int(index) < int(count)):
+        errors[SHARD_ENV] = f"expected i/N with 0 <= i < N (e.g. 0/2), got {value!r}"
+        return
+    cluster = data.setdefault("cluster", {})
+    if isinstance(cluster, dict):  # else the table's own error says so
+        cluster.update(shard=int(index), shards=int(count))
+
+
+def _cluster_errors(config: Config) -> dict[str, str]:
+    """Replicas coordinate through the state store, so they need one they all reach."""
+    cluster = config.cluster
+    if not cluster.shared or config.monitor.state.startswith(("postgresql://", "postgres://")):
+        return {}
+    what = 'mode = "ha"' if cluster.mode == "ha" else f"shards = {cluster.shards}"
+    return {"monitor.state": f'[cluster] {what} needs a shared state store: state = "postgresql://..."'}
+
+
+class StatusPageConfig(ConfigModel):
+    """`[status_page]`: what `GET /` is called and how its checks are grouped (SPEC 15)."""
+
+    title: str = Field(default="monitor", min_length=1, max_length=200)
+    group_by: str = Field(default="team", min_length=1)  # a label name; checks without it: "other"
 
 
 class Config(ConfigModel):
@@ -153,6 +207,7 @@ class Config(ConfigModel):
     maintenance: list[MaintenanceConfig] = []
     alerts: AlertsConfig = AlertsConfig()
     cluster: ClusterConfig = ClusterConfig()
+    status_page: StatusPageConfig = StatusPageConfig()
 
     _tables: ThresholdTables = PrivateAttr(default_factory=ThresholdTables)
 
@@ -264,6 +319,7 @@ def parse_config(text: str, env: Mapping[str, str] | None = None) -> Config:
         if notifier is not None:
             notifiers[name] = notifier  # type: ignore[assignment]
 
+    _shard_from_env(data, env, errors)
     config: Config | None = None
     try:
         config = Config.model_validate({**data, "checks": checks, "notifiers": notifiers})
@@ -272,6 +328,7 @@ def parse_config(text: str, env: Mapping[str, str] | None = None) -> Config:
 
     if config is not None:
         errors.update(_window_order(config))
+        errors.update(_cluster_errors(config))
         # Cross-references need every check; with one check invalid they would only add noise.
         if len(checks) == len(raw_names):
             errors.update(_cross_check(config, raw_names, notifiers_raw))

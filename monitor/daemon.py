@@ -7,31 +7,46 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
 import resource
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from alerts.outbox import Outbox
-from alerts.pipeline import AlertPipeline
+from alerts.pipeline import AlertPipeline, Foreign
 from checks import CheckDeps
 from monitor.api import build_app
 from monitor.clock import Clock, SystemClock
 from monitor.config import Config, ConfigError, load_config
 from monitor.history import History
 from monitor.metrics import Metrics
-from monitor.models import CheckResult
+from monitor.models import CheckResult, Level
 from monitor.once import build_notifiers, new_http_session
 from monitor.runner import run_check
 from monitor.runtime import CheckRuntime, alert_policy, build_runtimes, summary
 from monitor.scheduler import Scheduler
-from monitor.store import HeartbeatBook, StoreError, StoreWriter, WatchedStore, make_store
-from monitor.views import alert_view, silence_view
+from monitor.sharding import members
+from monitor.store import (
+    AckRequest,
+    CheckState,
+    Fenced,
+    HeartbeatBook,
+    OutboxItem,
+    StoreError,
+    StoreWriter,
+    WatchedStore,
+    make_store,
+)
+from monitor.views import alert_view, silence_view, storm_view
+
+if TYPE_CHECKING:
+    from monitor.cluster import Elector  # imported when used: it loads asyncpg
 
 log = logging.getLogger("monitor.daemon")
 
@@ -39,6 +54,7 @@ log = logging.getLogger("monitor.daemon")
 STOP_GRACE_S = 8.0
 TICK_S = 1.0  # how often time-driven alerting work (repeat, escalation, windows) is looked at
 STOP_FLUSH_S = 1.0  # at SIGTERM, how long a failing store is given for what it has not taken
+FOLLOW_S = 1.0  # how often a follower reads the leader's alerts and silences from the store
 HISTORY_FLUSH_S = 60.0  # run history goes to the store in one batch this often (and at stop)
 
 
@@ -72,13 +88,21 @@ class Daemon:
         self.metrics = Metrics(registry)
         # The one writer: checks, the tick, the API and the outbox all write through its queue.
         watched = WatchedStore(make_store(config.monitor.state), self.metrics.store_failed)
-        self.store = StoreWriter(watched, self.metrics.store_commits.inc)
+        self.store = StoreWriter(watched, self.metrics.store_commits.inc, self._fenced)
+        self.elector = self._new_elector(config)
+        self._role_changed = asyncio.Event()
+        self._leading: int | None = None  # the epoch this replica leads with, once it has taken over
+        self._lead_task: asyncio.Task[None] | None = None
+        self._transitions = 0  # the elector's transitions counted so far
+        self._published, self._foreign = _dependencies(config)
         self._session = new_http_session()
         # Heartbeat checks' first-configured times and latest pings, over the store (SPEC 13).
         self.heartbeats = HeartbeatBook(self.store, self.clock)
         self._deps = CheckDeps(http=self._session, heartbeats=self.heartbeats)
         self.outbox = self._new_outbox(config)
-        self.history = History(self.store, self.clock, config.monitor.history)
+        if self.elector is not None:  # until it leads, no claim can succeed: nothing is sent
+            self.outbox.lease = _Lease(self.elector, self.store, 0, lambda: None)
+        self.run_history = History(self.store, self.clock, config.monitor.history)
         self.runtimes: dict[str, CheckRuntime] = {}
         self.alerts = AlertPipeline(alert_policy(config, self.runtimes), self.store, self.outbox, self.clock)
         self.runtimes.update(build_runtimes(config, self._deps, self.alerts))
@@ -92,6 +116,7 @@ class Daemon:
         self._running = 0
         self._started = False
         self._export_alert_gauges()
+        self._export_cluster_gauges()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -115,14 +140,20 @@ class Daemon:
     async def _start(self) -> None:
         await self.store.open()
         self.store.start()  # before anything writes: loading the outbox may fail rows already
-        await self.outbox.load()
-        await self.alerts.load()
+        if self.elector is None:
+            await self.outbox.load()
+        await self.alerts.load()  # in an HA pair, the view a follower begins with
         await self.heartbeats.configure(self._heartbeat_names())
-        await self.history.load(self.runtimes)
-        self.outbox.start()
-        self._tasks.append(asyncio.create_task(self.alerts.run(TICK_S), name="alerts-tick"))
+        await self.run_history.load(self.runtimes)
+        if self.elector is None:
+            self.outbox.start()
+            self._tasks.append(asyncio.create_task(self.alerts.run(TICK_S), name="alerts-tick"))
+        else:  # the leader alone runs the tick and the outbox, once it has taken over
+            self._tasks.append(asyncio.create_task(self.elector.run(), name="elector"))
+            self._tasks.append(asyncio.create_task(self._follow_roles(), name="roles"))
         self._tasks.append(asyncio.create_task(self._flush_history_forever(), name="history-flush"))
         self._tasks.append(asyncio.create_task(self._retry_store_forever(), name="store-retry"))
+        self._tasks.append(asyncio.create_task(self._follow_dependencies(), name="dependencies"))
         for name, rt in self.runtimes.items():  # added before start: one wake-up, not one per job
             self.scheduler.add(name, rt.check.config.interval)
         self.scheduler.start()
@@ -132,8 +163,10 @@ class Daemon:
 
     async def stop(self) -> None:
         """Stop scheduling, let running checks finish (bounded), then close in reverse order.
-        Undelivered notifications are already in the store: the next start sends them."""
+        Undelivered notifications are already in the store: the next start sends them.
+        An HA leader hands over first, so that the next one leads within a second."""
         self.scheduler.shutdown()
+        await self._step_down()
         try:
             await asyncio.wait_for(self._idle.wait(), STOP_GRACE_S)
         except TimeoutError:
@@ -144,6 +177,7 @@ class Daemon:
     async def _close(self) -> None:
         """Close what was opened, in reverse order; whatever `start` got to."""
         self.scheduler.shutdown()
+        await self._step_down()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -172,11 +206,20 @@ class Daemon:
                 extra={"reason": f"{self.outbox.unstored} held: {self.store.failing}"},
             )
 
+    @property
+    def _stores_history(self) -> bool:
+        """In an HA pair only the leader stores run history: the pair's rows would overwrite each
+        other's, and a closed hour would count twice in its day."""
+        return self.elector is None or self._leading is not None
+
     async def _flush_history_forever(self) -> None:
         while True:
             await asyncio.sleep(HISTORY_FLUSH_S)
+            if not self._stores_history:
+                self.run_history.forget_closed()
+                continue
             try:
-                await self.history.flush()
+                await self.run_history.flush()
             except StoreError:
                 pass  # counted and logged by the store; what was not stored goes in the next batch
             except Exception:  # a bug here must not stop the history for good
@@ -184,11 +227,11 @@ class Daemon:
 
     async def _flush_history(self) -> None:
         """At stop: the hours recorded since the last batch, briefly offered to the store."""
-        if not self._started:
+        if not self._started or not self._stores_history:
             return
         try:
             async with asyncio.timeout(STOP_FLUSH_S):
-                await self.history.flush()
+                await self.run_history.flush()
         except (StoreError, TimeoutError) as exc:
             log.error("stopping with run history the state store did not take", extra={"reason": str(exc)})
 
@@ -198,7 +241,196 @@ class Daemon:
         return self._web.addresses[0][1]
 
     def _new_outbox(self, config: Config) -> Outbox:
-        return Outbox(self.store, build_notifiers(config, self._session), self.clock, self._notified)
+        return Outbox(
+            self.store,
+            build_notifiers(config, self._session),
+            self.clock,
+            self._notified,
+            on_redelivered=lambda notifier: self.metrics.outbox_redelivered.labels(notifier).inc(),
+        )
+
+    # ------------------------------------------------------------ HA pair (SPEC section 9)
+
+    def _new_elector(self, config: Config) -> Elector | None:
+        cluster = config.cluster
+        if cluster.mode != "ha":
+            return None
+        from monitor.cluster import Elector  # the config makes sure the store is PostgreSQL
+
+        elector = Elector(
+            str(config.monitor.state), cluster.shard, cluster.shards, cluster.failover, self._elected
+        )
+        elector.renew_seconds = self.metrics.lease_renew.observe
+        self.store.fence = (elector.shard_key, 0)  # epoch 0: not leading, every leader write refused
+        return elector
+
+    @property
+    def leading(self) -> bool:
+        """This replica acts as the leader now (an HA leader past its deadline D does not)."""
+        e = self.elector
+        return e is None or e.lease_left() > 0
+
+    def _elected(self) -> None:
+        """The elector's state changed: counted here, acted on by `_follow_roles`."""
+        e = self.elector
+        if e is not None and e.transitions > self._transitions:
+            self.metrics.cluster_transitions.labels(self._shard_label).inc(e.transitions - self._transitions)
+            self._transitions = e.transitions
+        self._role_changed.set()
+
+    def _fenced(self, exc: Fenced) -> None:
+        for operation in exc.operations:
+            self.metrics.cluster_fenced.labels(operation).inc()
+        log.warning("write fenced", extra={"reason": f"{', '.join(exc.operations)}: {exc}"})
+        if self.elector is not None:
+            self.elector.step_down("a write was fenced")
+
+    async def _follow_roles(self) -> None:
+        """Takes over when elected, stops when not; a follower meanwhile reads the leader's alerts
+        and silences from the store every FOLLOW_S, so that its API shows them."""
+        while True:
+            try:
+                await self._sync_role()
+            except StoreError:
+                pass  # counted and logged by the store; tried again
+            except Exception:  # a bug here must not end the replica's part in the pair
+                log.exception("role change failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._role_changed.wait(), FOLLOW_S)
+            self._role_changed.clear()
+
+    async def _sync_role(self) -> None:
+        e = self.elector
+        assert e is not None
+        epoch = e.epoch if e.is_leader else None
+        if epoch is not None and self._leading != epoch:
+            if self._leading is not None:
+                await self._demote()
+            await self._promote(epoch)
+        elif epoch is None:
+            if self._leading is not None:
+                await self._demote()
+            await self.alerts.load()
+
+    async def _promote(self, epoch: int) -> None:
+        """HA.md (b) Followers: the new epoch fences every write; alerts, silences and pending rows
+        come from the store, rows in doubt first; then the workers and the tick start."""
+        e = self.elector
+        assert e is not None
+        self.store.fence = (e.shard_key, epoch)
+        self.outbox.lease = _Lease(e, self.store, epoch, self.metrics.cluster_fenced.labels("claim").inc)
+        try:
+            await self.alerts.load()
+            await self.outbox.load()
+        except StoreError as exc:
+            self.outbox.drop()
+            e.step_down(f"state not loaded: {exc}")
+            raise
+        self._leading = epoch
+        self.outbox.start()
+        await self._seed()
+        self._lead_task = asyncio.create_task(self._lead(), name="alerts-tick")
+        loaded = f"epoch {epoch}, {len(self.alerts.active)} alerts"
+        log.warning("took over alerting", extra={"reason": loaded})
+
+    async def _seed(self) -> None:
+        """The follower's warm evaluators count for the new leader: each check breaching at its
+        latest run is counted once, so that a takeover during a breach does not start its count
+        from nothing (a pending alert lived only in the old leader's memory)."""
+        now = self.clock.now()
+        for name, rt in list(self.runtimes.items()):
+            rows = rt.evaluator.evaluations()
+            if any(row.level is not Level.OK for row in rows):
+                await self.alerts.observe(name, rows, rt.reason, now)
+
+    async def _demote(self, flush: bool = False) -> None:
+        """Stop the tick and the workers and forget their queues: the store has what matters."""
+        self._leading = None
+        if self._lead_task is not None:
+            self._lead_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lead_task
+            self._lead_task = None
+        await self.outbox.stop()
+        if flush:
+            await self._flush_outbox()
+        self.outbox.drop()
+        log.warning("stopped alerting", extra={"reason": "not the leader"})
+
+    async def _lead(self) -> None:
+        """The leader's tick: acks posted to followers, silences from the store, then the time-driven
+        alerting work."""
+        while True:
+            try:
+                for request in await self.store.load_acks():
+                    await self.alerts.acknowledge(request.alert_id, request.by, request.comment)
+                    await self.store.clear_ack(request.alert_id)
+                await self.alerts.refresh_silences()
+                await self.alerts.tick(self.clock.now())
+            except StoreError:
+                pass  # counted and logged by the store; the next tick decides again
+            except Exception:  # a bug here must not stop alerting for good
+                log.exception("alert tick failed")
+            await asyncio.sleep(TICK_S)
+
+    async def _follow_dependencies(self) -> None:
+        """Every TICK_S: the published state of the dependencies that other shards run."""
+        while True:
+            if self._foreign:
+                try:
+                    states = {s.check: s for s in await self.store.load_check_states(self._foreign)}
+                except StoreError:
+                    pass  # counted and logged by the store; an old state goes stale (fail open)
+                else:
+                    self.alerts.foreign = {
+                        dep: Foreign(s.breaching, s.evaluated_at, bound)
+                        if (s := states.get(dep)) is not None
+                        else Foreign(False, -math.inf, bound)
+                        for dep, bound in self._foreign.items()
+                    }
+            await asyncio.sleep(TICK_S)
+
+    async def _step_down(self) -> None:
+        """At stop: no more leading, then resign (unlock and NOTIFY) so that a follower leads now."""
+        e = self.elector
+        if e is None:
+            return
+        for task in [t for t in self._tasks if t.get_name() in ("elector", "roles")]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            self._tasks.remove(task)
+        if self._leading is not None:
+            await self._demote(flush=True)
+        await e.resign()
+
+    def _export_cluster_gauges(self) -> None:
+        e = self.elector
+        if e is None:
+            return
+        shard = self._shard_label
+        self.metrics.cluster_leader.labels(shard).set_function(lambda: int(self.leading))
+        self.metrics.cluster_epoch.labels(shard).set_function(lambda: e.epoch or 0)
+        self.metrics.cluster_transitions.labels(shard)
+
+    @property
+    def _shard_label(self) -> str:
+        return str(self.config.cluster.shard)  # the `shard` label: i of i/N
+
+    def cluster_view(self) -> dict[str, Any]:
+        """GET /api/v1/cluster."""
+        e = self.elector
+        cluster = self.config.cluster
+        role = "single" if e is None else ("leader" if self.leading else "follower")
+        return {
+            "mode": cluster.mode,
+            "shard": cluster.shard,
+            "shards": cluster.shards,
+            "role": role,
+            "epoch": None if e is None else e.epoch,
+            "leader": None if e is None else (e.holder if self.leading else e.leader),
+            "checks": len(self.runtimes),
+        }
 
     async def _retry_store_forever(self) -> None:
         """What a failing store has not taken is offered again every TICK_S."""
@@ -260,11 +492,14 @@ class Daemon:
             if self.runtimes.get(name) is not rt:
                 self.scheduler.add(name, rt.check.config.interval)
         self.runtimes = fresh
-        self.history.keep_only(fresh)
+        self.run_history.keep_only(fresh)
         await self.heartbeats.configure(self._heartbeat_names())
         if new.notifiers != self.config.notifiers:
             await self.outbox.reconfigure(build_notifiers(new, self._session))
+            if self.elector is not None and self._leading is None:
+                await self.outbox.stop()  # a follower runs no workers (reconfigure started them)
         self.alerts.policy = alert_policy(new, fresh)
+        self._published, self._foreign = _dependencies(new)
         self.config = new
         self.metrics.config_reloads.labels("success").inc()
         log.info("config reloaded", extra={"checks": len(fresh)})
@@ -292,7 +527,7 @@ class Daemon:
         was_up = rt.up
         rt.record(result, now)
         rt.observe(result.latency_ms / 1000, result.outcome)
-        self.history.record(name, result.up, result.latency_ms, now)
+        self.run_history.record(name, result.up, result.latency_ms, now)
         breaching = rt.evaluator.observe(result, now)
         if was_up is not result.up:
             if result.up:
@@ -300,7 +535,12 @@ class Daemon:
                     log.info("check up", extra={"check": name})
             else:
                 log.warning("check down", extra={"check": name, "reason": result.reason})
-        await self.alerts.evaluated(name, breaching, rt.evaluator.evaluations, result.reason, now)
+        if self._leading is not None or self.elector is None:  # a follower's checks do not alert
+            await self.alerts.evaluated(name, breaching, rt.evaluator.evaluations, result.reason, now)
+            if name in self._published:  # another shard's checks depend on it
+                state = CheckState(name, result.up, self.alerts.up_breaching(name), now)
+                with contextlib.suppress(StoreError):  # counted and logged; the next run publishes
+                    await self.store.publish_state(state)
 
     def _skipped(self, name: str) -> None:
         rt = self.runtimes.get(name)
@@ -354,7 +594,19 @@ class Daemon:
             found = await self.alerts.history(resolved_since)
         return [alert_view(a) for a in found]
 
+    def storm_view(self) -> dict[str, Any] | None:
+        return storm_view(self.alerts.storm)
+
     async def acknowledge(self, alert_id: str, by: str | None, comment: str | None) -> dict[str, Any] | None:
+        if self.elector is not None and self._leading is None:
+            # A follower's: the leader acts on it (and notifies) within a tick.
+            alert = self.alerts.active.get(alert_id)
+            if alert is None:
+                return None
+            if not alert.acknowledged:
+                await self.store.request_ack(AckRequest(alert_id, by, comment))
+                alert.acknowledged, alert.acknowledged_by, alert.ack_comment = True, by, comment
+            return alert_view(alert)
         alert = await self.alerts.acknowledge(alert_id, by, comment)
         return None if alert is None else alert_view(alert)
 
@@ -367,6 +619,10 @@ class Daemon:
         return silence_view(await self.alerts.add_silence(checks, start, end, comment))
 
     async def delete_silence(self, silence_id: str) -> bool:
+        if self.elector is not None and self._leading is None:  # the leader reads it at its tick
+            if self.alerts.silences.pop(silence_id, None) is None:
+                return False
+            return await self.store.delete_silence(silence_id)
         return await self.alerts.delete_silence(silence_id)
 
     def heartbeat_token(self, name: str) -> str | None:
@@ -380,10 +636,10 @@ class Daemon:
         return await self.heartbeats.ping(name, ok, reason)
 
     def uptime_pct(self, name: str) -> dict[str, float | None]:
-        return self.history.uptime_pct(name)
+        return self.run_history.uptime_pct(name)
 
     def latency_hours(self, name: str) -> list[float | None]:
-        return self.history.latency_hours(name)
+        return self.run_history.latency_hours(name)
 
     def check_view(self, name: str, since: float | None) -> dict[str, Any] | None:
         """One entry of `checks_view` with its hours held in memory (`older_hours` has the rest)
@@ -392,14 +648,15 @@ class Daemon:
         if rt is None:
             return None
         rt.suppressed = self.alerts.check_suppression(name, self.clock.now())
-        return {**rt.view(), "history": self.history.hours(name, since), "uptime_pct": self.uptime_pct(name)}
+        hours = self.run_history.hours(name, since)
+        return {**rt.view(), "history": hours, "uptime_pct": self.uptime_pct(name)}
 
     async def older_hours(self, name: str, since: float) -> list[dict[str, Any]]:
         """The stored hours of a check from `since` up to those `check_view` shows."""
-        held_from = self.history.held_from(name)
-        if not self.history.enabled or since >= held_from:
+        held_from = self.run_history.held_from(name)
+        if not self.run_history.enabled or since >= held_from:
             return []
-        return await self.history.stored_hours(name, since, held_from)
+        return await self.run_history.stored_hours(name, since, held_from)
 
     async def ready(self) -> tuple[bool, str]:
         if not self._started:
@@ -455,3 +712,39 @@ async def _watch(path: str, reload: asyncio.Event, every_s: float = 2.0) -> None
         if now is not None and now != last:
             last = now
             reload.set()
+
+
+class _Lease:
+    """The outbox's Lease: its right to send while this replica leads with `epoch`."""
+
+    def __init__(self, elector: Elector, store: StoreWriter, epoch: int, refused: Callable[[], None]) -> None:
+        self.elector, self.store, self.epoch = elector, store, epoch
+        self._refused = refused
+
+    def left(self) -> float:
+        return self.elector.lease_left() if self.elector.epoch == self.epoch else 0.0
+
+    async def claim(self, item: OutboxItem) -> bool | None:
+        if self.left() <= 0:  # past D (a pause, a cut): not even asked of the store
+            self._refused()
+            return None
+        return await self.store.claim(item.id, self.elector.shard_key, self.epoch)
+
+
+def _dependencies(config: Config) -> tuple[frozenset[str], dict[str, float]]:
+    """With shards: this shard's checks that checks of other shards depend on (published by its
+    leader), and the other shards' checks that this shard's depend on, each with how old its
+    published state may be before it counts as unknown: 2 x its interval + failover."""
+    if config.cluster.shards == 1:
+        return frozenset(), {}
+    mine = members(config)
+    by_name = {c.name: c for c in config.checks}
+    published = {d for c in config.checks if c.name not in mine for d in c.depends_on if d in mine}
+    foreign = {
+        d: 2 * by_name[d].interval + config.cluster.failover
+        for c in config.checks
+        if c.name in mine
+        for d in c.depends_on
+        if d not in mine
+    }
+    return frozenset(published), foreign

@@ -243,6 +243,10 @@ class History:
                 self._carried[row.check] = (row.runs - row.failures, row.p50_ms, row.p95_ms)
         self._tracks.update(tracks)
 
+    def forget_closed(self) -> None:
+        """A follower's (its leader stores the history): the hours it closed are not stored."""
+        self._closed.clear()
+
     async def flush(self) -> None:
         """The hours recorded since the last flush, stored in one transaction (and the hours
         past `monitor.history` deleted). Raises StoreError; what was not stored is kept."""

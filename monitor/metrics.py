@@ -167,6 +167,38 @@ class Metrics:
             registry=r,
         )
 
+        # An HA pair's (SPEC section 9); a single replica exports none of their series.
+        self.cluster_leader = Gauge(
+            "monitor_cluster_leader", "1 on the shard's leader, 0 on its followers.", ["shard"], registry=r
+        )
+        self.cluster_epoch = Gauge(
+            "monitor_cluster_epoch", "The shard's current epoch (fencing token).", ["shard"], registry=r
+        )
+        self.cluster_transitions = Counter(
+            "monitor_cluster_transitions",
+            "Times this replica became leader or stopped leading.",
+            ["shard"],
+            registry=r,
+        )
+        self.cluster_fenced = Counter(
+            "monitor_cluster_fenced",
+            "Leader writes refused because the epoch moved on or the lease ended, by operation.",
+            ["operation"],
+            registry=r,
+        )
+        self.outbox_redelivered = Counter(
+            "monitor_outbox_redelivered",
+            "Notifications sent again after a takeover (a previous leader may have sent them).",
+            ["notifier"],
+            registry=r,
+        )
+        self.lease_renew = Histogram(
+            "monitor_cluster_lease_renew_seconds",
+            "Time the leader's lease renewals take.",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+
     def store_failed(self, operation: str) -> None:
         self.store_errors.labels(operation).inc()
 

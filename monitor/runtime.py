@@ -14,6 +14,7 @@ from monitor.config import Config, dependency_order
 from monitor.evaluation import CheckEvaluator
 from monitor.metrics import CheckSeries
 from monitor.models import STATUS_RANK, CheckResult, Level, Status, iso
+from monitor.sharding import members
 
 _STATUS_OF_LEVEL = {
     Level.OK: Status.OK,
@@ -155,13 +156,14 @@ class CheckRuntime(CheckSeries):
 def build_runtimes(
     config: Config, deps: CheckDeps, judge: Judge, names: Iterable[str] | None = None
 ) -> dict[str, CheckRuntime]:
-    """Checks in dependency order (dependencies first), each with its evaluator."""
+    """Checks in dependency order (dependencies first), each with its evaluator: the named ones,
+    else those of this replica's shard."""
     types = check_types()
-    wanted = set(names) if names is not None else None
+    wanted = set(names) if names is not None else members(config)
     runtimes: dict[str, CheckRuntime] = {}
     by_name = {c.name: c for c in config.checks}
     for name in dependency_order(config):
-        if wanted is not None and name not in wanted:
+        if name not in wanted:
             continue
         cfg = by_name[name]
         check = types[cfg.type](cfg, deps)

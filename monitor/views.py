@@ -1,10 +1,12 @@
-"""Alerts and silences as the API shows them (SPEC section 6)."""
+"""Alerts, silences and the storm as the API shows them (SPEC sections 6 and 12)."""
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any
 
-from alerts.model import Alert
+from alerts.model import Alert, Storm
+from alerts.notifiers.base import STORM_NAMED
 from alerts.windows import Silence
 from monitor.models import iso
 
@@ -28,4 +30,16 @@ def silence_view(silence: Silence) -> dict[str, Any]:
         "start": iso(silence.start),
         "end": iso(silence.end),
         "comment": silence.comment,
+    }
+
+
+def storm_view(storm: Storm | None) -> dict[str, Any] | None:
+    """The storm in progress as `GET /api/v1/alerts` and the status page show it: since when, how
+    many checks, the first of them (as many as its notification names); None without one."""
+    if storm is None:
+        return None
+    return {
+        "started_at": iso(storm.started_at),
+        "checks": len(storm.members),
+        "first": list(islice(storm.members, STORM_NAMED)),
     }

@@ -248,6 +248,6 @@ async def test_status_page(failing_daemon: Daemon) -> None:
     await firing_alert(failing_daemon)
     status, page = await call(failing_daemon, "GET", "/")
     assert status == 200
-    assert "<h1>monitor: " in page and "CRITICAL" in page
-    assert "database" in page and 'class="run down"' in page
+    assert "<h1>monitor</h1>" in page and '<span class="pill s-critical">critical</span>' in page
+    assert '<div class="name">database</div>' in page and "connection refused" in page
     assert "api-secret-token" not in page

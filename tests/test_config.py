@@ -60,6 +60,8 @@ def test_spec_example_validates() -> None:
 def test_spec_other_sections_validate() -> None:
     text = BASE + textwrap.dedent(
         """
+        [monitor]
+        state = "postgresql://monitor@db.example.com/monitor"
         [alerts]
         flapping = { changes = 6, window = "30m" }
         [cluster]

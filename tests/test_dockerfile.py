@@ -42,6 +42,6 @@ def test_image_promises() -> None:
     assert re.search(r"^USER (?!root|0\b)", final, re.M), "the image must run as a non-root user"
     assert "/etc/monitor/monitor.toml" in final
     assert 'VOLUME ["/var/lib/monitor"]' in final
-    assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", final, re.M)
+    assert re.search(r'^HEALTHCHECK .*\n?.*CMD \["monitor", "healthcheck"\]', final, re.M)  # GET /healthz
     assert "gcc" not in final and "build-essential" not in final
     assert "COPY --from=build /opt/monitor /opt/monitor" in final

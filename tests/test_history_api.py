@@ -141,7 +141,7 @@ async def test_one_check_with_its_hours_and_uptime(tmp_path: Path, ports: tuple[
         # 30 hours on, 08:00 is no longer held in memory: it is read from the store.
         clock.advance(30 * HOUR)
         await runs(daemon, clock, "web", 1, 0)
-        await daemon.history.flush()
+        await daemon.run_history.flush()
         status, old = await get(daemon, "/api/v1/checks/web", since="2026-11-18T00:00:00Z")
         assert [(h["hour"][8:16], h["runs"]) for h in old["history"]] == [
             ("18T08:00", 4),

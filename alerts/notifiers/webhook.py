@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -18,6 +19,7 @@ from alerts.notifiers.base import (
 from monitor.models import MaskedUrl, Secret
 
 VERSION = "1"
+ID_HEADER = "X-Monitor-Notification-Id"
 
 
 class WebhookConfig(NotifierConfig):
@@ -44,6 +46,13 @@ def build_body(n: Notification) -> dict[str, Any]:
         "note": n.note,
         "alert": n.alert_fields(),
     }
+
+
+def notification_id(n: Notification) -> str:
+    """The same for every send of one notification (a retry, or a new leader sending it again after
+    a takeover), so that a receiver can drop a repeat; another notification gets another id."""
+    made = f"{n.alert_id}\0{n.event}\0{n.created_at!r}"
+    return hashlib.sha256(made.encode()).hexdigest()[:32]
 
 
 def build_storm_body(n: Notification) -> dict[str, Any]:
@@ -76,4 +85,5 @@ class WebhookNotifier(Notifier):
 
     async def send(self, notification: Notification) -> Delivery:
         headers = {key: value.get_secret_value() for key, value in self.config.headers.items()}
+        headers[ID_HEADER] = notification_id(notification)
         return await self.post_json(self.config.url, build_body(notification), headers)

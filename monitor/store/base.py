@@ -13,6 +13,8 @@ READS = (
     "pending",
     "load_silences",
     "load_heartbeats",
+    "load_acks",
+    "load_check_states",
     "load_hours",
     "load_days",
     "load_open_hours",
@@ -27,6 +29,12 @@ WRITES = frozenset(
         "delete_silence",
         "save_ping",
         "add_heartbeat",
+        # An HA pair's (PostgreSQL only): a leader's fence and claim, a follower's ack request.
+        "fence",
+        "claim",
+        "request_ack",
+        "clear_ack",
+        "publish_state",
         "save_hours",
     }
 )
@@ -37,6 +45,15 @@ OPERATIONS = (*READS, *sorted(WRITES))
 class StoreError(Exception):
     """The state store cannot do what was asked; the message is one line naming the store and
     the problem (`/var/lib/monitor/monitor-state.db is not an SQLite database`), no secret."""
+
+
+class Fenced(StoreError):
+    """A leader's round of writes was refused: its epoch is no longer current or its lease has
+    ended (another replica leads). Nothing of the round was written; the store itself is fine."""
+
+    def __init__(self, message: str, operations: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.operations = operations
 
 
 @dataclass(slots=True)
@@ -50,6 +67,7 @@ class OutboxItem:
     next_at: float
     attempts: int = 0
     last_error: str | None = None
+    claimed_epoch: int = 0  # the epoch of the leader that last claimed it for a send (HA pair)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +79,26 @@ class AlertRecord:
     active: bool
     updated_at: float
     doc: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AckRequest:
+    """An acknowledgement posted to a follower, for the leader to act on."""
+
+    alert_id: str
+    by: str | None
+    comment: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckState:
+    """A check's state as its shard's leader publishes it for checks of other shards that
+    depend on it: `breaching` while its `up` alert is pending or firing."""
+
+    check: str
+    up: bool
+    breaching: bool
+    evaluated_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +182,13 @@ class Store(Protocol):
         """The heartbeats stored (only those named, when `names` is given)."""
         ...
 
+    async def load_acks(self) -> list[AckRequest]:
+        """Acknowledgements posted to followers and not yet acted on (only an HA pair has any)."""
+        ...
+
+    async def load_check_states(self, names: Collection[str]) -> list[CheckState]:
+        """What other shards' leaders published of the checks named (only shards have any)."""
+
     async def load_hours(
         self, since_hour: int, before_hour: int | None = None, check: str | None = None
     ) -> list[HourRow]:
@@ -168,6 +213,10 @@ class Store(Protocol):
     async def delete_silence(self, silence_id: str) -> bool: ...
     async def save_ping(self, name: str, at: float, ok: bool, reason: str | None) -> None: ...
     async def add_heartbeat(self, name: str, at: float) -> None: ...
+    async def claim(self, item_id: int, shard: str, epoch: int) -> bool: ...
+    async def request_ack(self, request: AckRequest) -> None: ...
+    async def clear_ack(self, alert_id: str) -> None: ...
+    async def publish_state(self, state: CheckState) -> None: ...
     async def save_hours(
         self, rows: Sequence[HourRow], closed: Sequence[HourRow], keep_from_hour: int
     ) -> None: ...
@@ -215,6 +264,23 @@ class Writes:
     async def add_heartbeat(self, name: str, at: float) -> None:
         """A heartbeat check first configured at `at`; one already stored keeps its own time."""
         await self.write(Write("add_heartbeat", (name, at)))
+
+    async def claim(self, item_id: int, shard: str, epoch: int) -> bool:
+        """Mark an outbox row as being sent by the leader of `epoch`, just before the send; False
+        when the epoch moved on, its lease ended or the row is no longer pending: do not send."""
+        claimed: bool = await self.write(Write("claim", (item_id, shard, epoch)))
+        return claimed
+
+    async def request_ack(self, request: AckRequest) -> None:
+        """A follower's: the leader acknowledges the alert (and tells the notifiers)."""
+        await self.write(Write("request_ack", (request,)))
+
+    async def clear_ack(self, alert_id: str) -> None:
+        await self.write(Write("clear_ack", (alert_id,)))
+
+    async def publish_state(self, state: CheckState) -> None:
+        """A shard leader's, for a check that a check of another shard depends on."""
+        await self.write(Write("publish_state", (state,)))
 
     async def save_hours(
         self, rows: Sequence[HourRow], closed: Sequence[HourRow], keep_from_hour: int

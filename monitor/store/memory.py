@@ -8,7 +8,9 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from monitor.store.base import (
+    AckRequest,
     AlertRecord,
+    CheckState,
     DayTotal,
     Heartbeat,
     HourRow,
@@ -93,6 +95,12 @@ class MemoryStore(Writes):
         if names is None:
             return list(self._heartbeats.values())
         return [h for name in names if (h := self._heartbeats.get(name)) is not None]
+
+    async def load_acks(self) -> list[AckRequest]:
+        return []  # acks posted to a follower: only an HA pair (PostgreSQL) has followers
+
+    async def load_check_states(self, names: Collection[str]) -> list[CheckState]:
+        return []  # published by other shards: only shards (PostgreSQL) have them
 
     async def load_hours(
         self, since_hour: int, before_hour: int | None = None, check: str | None = None

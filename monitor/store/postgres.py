@@ -11,8 +11,11 @@ import asyncpg
 
 from monitor.models import MASK, mask_url
 from monitor.store.base import (
+    AckRequest,
     AlertRecord,
+    CheckState,
     DayTotal,
+    Fenced,
     Heartbeat,
     HourRow,
     OutboxItem,
@@ -40,6 +43,12 @@ create table if not exists monitor_store_probe (id integer primary key, at doubl
 create table if not exists monitor_heartbeats (
   name text primary key, configured_at double precision not null, last_at double precision,
   ok boolean not null default true, reason text);
+create table if not exists monitor_acks (
+  alert_id text primary key, by text, comment text, at timestamptz not null default now());
+alter table monitor_outbox add column if not exists claimed_epoch bigint not null default 0;
+create table if not exists monitor_check_state (
+  check_name text primary key, up boolean not null, breaching boolean not null,
+  evaluated_at double precision not null);
 create table if not exists monitor_history (
   hour integer not null, name text not null, runs integer not null, failures integer not null,
   p50_us bigint, p95_us bigint, max_us bigint, closed boolean not null, primary key (hour, name))
@@ -48,6 +57,14 @@ create index if not exists monitor_history_open on monitor_history (hour) where 
 create table if not exists monitor_history_days (
   day integer not null, name text not null, runs bigint not null, failures bigint not null,
   primary key (day, name));
+"""
+# An HA leader's round begins here; FOR SHARE: a takeover's epoch bump waits for a round in flight.
+# (monitor_cluster is monitor.cluster's: the elector makes it.)
+_FENCE = "select 1 from monitor_cluster where shard = $1 and epoch = $2 and expires_at > now() for share"
+_CLAIM = """
+update monitor_outbox o set claimed_epoch = $3 from monitor_cluster c
+where o.id = $1 and o.status = 'pending' and c.shard = $2 and c.epoch = $3 and c.expires_at > now()
+returning o.id
 """
 # Every batch rewrites the open hour's rows: vacuumed after 1 % of the table is dead row versions
 # (the default 20 % would let a 30-day table carry hours of them); the closed hours' pages are
@@ -85,7 +102,9 @@ class PostgresStore(Writes):
                 raise
             raise StoreError(message) from exc
         try:
-            async with pool.acquire() as conn:
+            async with pool.acquire() as conn, conn.transaction():
+                # Replicas starting together would race on `create table if not exists`.
+                await conn.execute("select pg_advisory_xact_lock(hashtext('monitor/schema'))")
                 await conn.execute(_PG_SCHEMA)
         except BaseException as exc:
             pool.terminate()
@@ -129,10 +148,10 @@ class PostgresStore(Writes):
 
     async def pending(self) -> list[OutboxItem]:
         rows = await self.pool.fetch(
-            "select id, notifier, payload::text, created_at, next_at, attempts, last_error "
+            "select id, notifier, payload::text, created_at, next_at, attempts, last_error, claimed_epoch "
             "from monitor_outbox where status = 'pending' order by id"
         )
-        return [OutboxItem(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
+        return [OutboxItem(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], r[7]) for r in rows]
 
     async def load_silences(self) -> list[dict[str, Any]]:
         return [json.loads(r[0]) for r in await self.pool.fetch("select doc::text from monitor_silences")]
@@ -144,6 +163,18 @@ class PostgresStore(Writes):
         else:
             rows = await self.pool.fetch(query + " where name = any($1::text[])", list(names))
         return [Heartbeat(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def load_check_states(self, names: Collection[str]) -> list[CheckState]:
+        rows = await self.pool.fetch(
+            "select check_name, up, breaching, evaluated_at from monitor_check_state "
+            "where check_name = any($1::text[])",
+            list(names),
+        )
+        return [CheckState(r[0], r[1], r[2], r[3]) for r in rows]
+
+    async def load_acks(self) -> list[AckRequest]:
+        rows = await self.pool.fetch("select alert_id, by, comment from monitor_acks order by at")
+        return [AckRequest(r[0], r[1], r[2]) for r in rows]
 
     async def load_hours(
         self, since_hour: int, before_hour: int | None = None, check: str | None = None
@@ -194,7 +225,9 @@ async def _run(conn: asyncpg.Connection, write: Write) -> Any:
         case "reschedule":
             (item,) = args
             await conn.execute(
-                "update monitor_outbox set next_at = $1, attempts = $2, last_error = $3 where id = $4",
+                # A refused send is not in doubt: the next leader need not count it as a redelivery.
+                "update monitor_outbox set next_at = $1, attempts = $2, last_error = $3, "
+                "claimed_epoch = 0 where id = $4",
                 item.next_at,
                 item.attempts,
                 item.last_error,
@@ -241,6 +274,34 @@ async def _run(conn: asyncpg.Connection, write: Write) -> Any:
                 "on conflict (name) do nothing",
                 *args,
             )
+        case "fence":
+            shard, epoch = args
+            if await conn.fetchval(_FENCE, shard, epoch) is None:
+                raise Fenced(f"shard {shard}: epoch {epoch} is no longer current or its lease ended")
+        case "claim":
+            return await conn.fetchval(_CLAIM, *args) is not None
+        case "request_ack":
+            (request,) = args
+            await conn.execute(
+                "insert into monitor_acks (alert_id, by, comment) values ($1, $2, $3) "
+                "on conflict (alert_id) do nothing",
+                request.alert_id,
+                request.by,
+                request.comment,
+            )
+        case "publish_state":
+            (state,) = args
+            await conn.execute(
+                "insert into monitor_check_state (check_name, up, breaching, evaluated_at) "
+                "values ($1, $2, $3, $4) on conflict (check_name) do update set up = excluded.up, "
+                "breaching = excluded.breaching, evaluated_at = excluded.evaluated_at",
+                state.check,
+                state.up,
+                state.breaching,
+                state.evaluated_at,
+            )
+        case "clear_ack":
+            await conn.execute("delete from monitor_acks where alert_id = $1", *args)
         case "save_hours":
             rows, closed, keep_from_hour = args
             both = [*rows, *closed]

@@ -16,7 +16,9 @@ from typing import Any
 import aiosqlite
 
 from monitor.store.base import (
+    AckRequest,
     AlertRecord,
+    CheckState,
     DayTotal,
     Heartbeat,
     HourRow,
@@ -322,6 +324,12 @@ class SqliteStore(Writes):
             async with db.execute(query, params) as cursor:
                 rows = await cursor.fetchall()
         return [Heartbeat(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
+
+    async def load_acks(self) -> list[AckRequest]:
+        return []  # acks posted to a follower: only an HA pair (PostgreSQL) has followers
+
+    async def load_check_states(self, names: Collection[str]) -> list[CheckState]:
+        return []  # published by other shards: only shards (PostgreSQL) have them
 
     async def load_hours(
         self, since_hour: int, before_hour: int | None = None, check: str | None = None

@@ -11,7 +11,10 @@ from typing import Any, TypeVar
 from monitor.models import format_duration
 from monitor.store.base import (
     READS,
+    AckRequest,
+    CheckState,
     DayTotal,
+    Fenced,
     Heartbeat,
     HourRow,
     OutboxItem,
@@ -65,6 +68,8 @@ class WatchedStore(Writes):
         try:
             async with asyncio.timeout(OPERATION_TIMEOUT_S):
                 result = await call()
+        except Fenced:
+            raise  # the store answered: this leader is out of date, the store is not failing
         except StoreError as exc:
             self._failed(operations, exc)
             raise
@@ -115,6 +120,12 @@ class WatchedStore(Writes):
 
     async def load_heartbeats(self, names: Collection[str] | None = None) -> list[Heartbeat]:
         return await self._do(("load_heartbeats",), lambda: self.store.load_heartbeats(names))
+
+    async def load_acks(self) -> list[AckRequest]:
+        return await self._do(("load_acks",), self.store.load_acks)
+
+    async def load_check_states(self, names: Collection[str]) -> list[CheckState]:
+        return await self._do(("load_check_states",), lambda: self.store.load_check_states(names))
 
     async def load_hours(
         self, since_hour: int, before_hour: int | None = None, check: str | None = None

@@ -17,11 +17,28 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.store.base import DayTotal, Heartbeat, HourRow, OutboxItem, Store, StoreError, Write, Writes
+from monitor.store.base import (
+    AckRequest,
+    CheckState,
+    DayTotal,
+    Fenced,
+    Heartbeat,
+    HourRow,
+    OutboxItem,
+    Store,
+    StoreError,
+    Write,
+    Writes,
+)
 from monitor.store.watched import WatchedStore
 
 log = logging.getLogger("monitor.store.writer")
 
+# What only a leader writes: in an HA pair these are fenced; a follower's writes (silences, ack
+# requests, heartbeat pings) are not, so that its API works whoever leads.
+LEADER_WRITES = frozenset(
+    {"commit", "reschedule", "finish", "claim", "clear_ack", "publish_state", "save_hours"}
+)
 ROUND_MAX = 500  # writes in one transaction: a round stays short for the reads waiting behind it
 STOP_DRAIN_S = 1.0  # at stop, how long what is queued is given (the daemon must exit in 10 s)
 
@@ -38,11 +55,21 @@ class StoreWriter(Writes):
     Until `start` (and after `stop`) each write is a transaction of its own, as a tool that
     writes a few things at a time would have it."""
 
-    def __init__(self, store: Store, on_commit: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        on_commit: Callable[[], None] = lambda: None,
+        on_fenced: Callable[[Fenced], None] = lambda exc: None,
+    ) -> None:
         self.store = store
         self.name = store.name
         self.rounds = 0  # transactions committed
+        # In an HA pair, (shard, epoch) of this replica's latest leadership (epoch 0: never led):
+        # a round with a leader's write begins with the epoch and lease check, in the same
+        # transaction, and a refused round writes nothing (HA.md (b) Fencing 1).
+        self.fence: tuple[str, int] | None = None
         self._on_commit = on_commit
+        self._on_fenced = on_fenced
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -103,6 +130,12 @@ class StoreWriter(Writes):
     async def load_heartbeats(self, names: Collection[str] | None = None) -> list[Heartbeat]:
         return await self.store.load_heartbeats(names)
 
+    async def load_acks(self) -> list[AckRequest]:
+        return await self.store.load_acks()
+
+    async def load_check_states(self, names: Collection[str]) -> list[CheckState]:
+        return await self.store.load_check_states(names)
+
     async def load_hours(
         self, since_hour: int, before_hour: int | None = None, check: str | None = None
     ) -> list[HourRow]:
@@ -150,6 +183,13 @@ class StoreWriter(Writes):
             return
         try:
             results = await self._apply([p.write for p in live])
+        except Fenced as exc:  # the leader's writes are refused; a follower's among them are not
+            if len(live) == 1:
+                self._on_fenced(exc)
+                _fail(live[0], exc)
+            else:
+                await self._one_by_one(live)
+            return
         except StoreError as exc:  # the store is failing: not asked again for each write
             for pending in live:
                 _fail(pending, exc)
@@ -169,6 +209,9 @@ class StoreWriter(Writes):
         for i, pending in enumerate(live):
             try:
                 [result] = await self._apply([pending.write])
+            except Fenced as exc:
+                self._on_fenced(exc)
+                _fail(pending, exc)
             except StoreError as exc:  # the store failed meanwhile: the rest fail with it
                 for rest in live[i:]:
                     _fail(rest, exc)
@@ -181,8 +224,13 @@ class StoreWriter(Writes):
 
     async def _apply(self, writes: Sequence[Write]) -> list[Any]:
         """One transaction; a store fault, however the store raised it, as a StoreError."""
+        fence = self.fence if any(w.operation in LEADER_WRITES for w in writes) else None
+        fenced = [Write("fence", fence), *writes] if fence is not None else writes
         try:
-            results = await self.store.apply(writes)
+            results = await self.store.apply(fenced)
+        except Fenced as exc:
+            exc.operations = tuple(dict.fromkeys(w.operation for w in writes if w.operation in LEADER_WRITES))
+            raise
         except StoreError:
             raise
         except Exception as exc:
@@ -191,7 +239,7 @@ class StoreWriter(Writes):
             raise StoreError(message) from exc
         self.rounds += 1
         self._on_commit()
-        return results
+        return results[1:] if fence is not None else results
 
     def _stopped(self) -> StoreError:
         return StoreError(f"{self.name}: not written, the store writer stopped")

@@ -26,7 +26,7 @@ EXAMPLES = ROOT / "examples"
 # that a clone alone can run them.
 RUNBOOKS = ROOT / "tests" / "data" / "runbooks"
 
-# SPEC section 7: the only metric names a rule or a panel may use (plus Prometheus' own `up`).
+# SPEC sections 7 and 9: the only metric names a rule or a panel may use (plus Prometheus' own `up`).
 SPEC_METRICS = {
     "monitor_check_up",
     "monitor_check_duration_seconds",
@@ -39,6 +39,11 @@ SPEC_METRICS = {
     "monitor_scheduler_lag_seconds",
     "monitor_config_reloads_total",
     "monitor_build_info",
+    "monitor_cluster_leader",
+    "monitor_cluster_epoch",
+    "monitor_cluster_transitions_total",
+    "monitor_cluster_fenced_total",
+    "monitor_outbox_redelivered_total",
 }
 
 

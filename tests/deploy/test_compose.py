@@ -15,9 +15,13 @@ from typing import Any
 import pytest
 import yaml
 
+from monitor.config import load_config
 from tests.deploy.helpers import DEPLOY, ROOT
+from tests.fakes.prometheus import promtool
 
 COMPOSE = DEPLOY / "docker-compose.yml"
+COMPOSE_HA = DEPLOY / "docker-compose.ha.yml"  # an override: the stack with an HA pair
+PROMETHEUS_HA = DEPLOY / "prometheus" / "prometheus-ha.yml"
 SERVICES = {"monitor", "prometheus", "alertmanager", "grafana", "postgres"}
 
 
@@ -29,11 +33,20 @@ def docker_compose() -> str:
 
 @pytest.fixture(scope="module")
 def resolved() -> dict[str, Any]:
-    """`docker-compose config`: the file as Compose reads it, with variables and paths resolved."""
+    return compose_config(COMPOSE)
+
+
+@pytest.fixture(scope="module")
+def resolved_ha() -> dict[str, Any]:
+    return compose_config(COMPOSE, COMPOSE_HA)
+
+
+def compose_config(*files: Path) -> dict[str, Any]:
+    """`docker-compose config`: the files as Compose reads them, with variables and paths resolved."""
     # No engine, no user settings, no variables from the caller: what a fresh checkout sees.
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent"}
     result = subprocess.run(
-        [docker_compose(), "--file", str(COMPOSE), "config"],
+        [docker_compose(), *(arg for f in files for arg in ("--file", str(f))), "config"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -144,6 +157,50 @@ def test_the_daemon_config_is_valid_with_the_environment_compose_gives_it(
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_single_stack_runs_one_replica(resolved: dict[str, Any]) -> None:
+    environment = resolved["services"]["monitor"]["environment"]
+    assert load_config(DEPLOY / "compose" / "monitor.toml", environment).cluster.mode == "single"
+
+
+# ---------------------------------------------------------------- the HA pair override
+
+
+def test_ha_pair_is_two_replicas_of_one_config_on_postgresql(resolved_ha: dict[str, Any]) -> None:
+    services = resolved_ha["services"]
+    assert set(services) == SERVICES | {"monitor-b"}
+    replicas = [services["monitor"], services["monitor-b"]]
+    configs = []
+    for replica in replicas:
+        assert replica["read_only"] is True and replica["cap_drop"] == ["ALL"] and "/tmp" in replica["tmpfs"]
+        assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
+        [mount] = [v for v in replica["volumes"] if v["target"] == "/etc/monitor/monitor.toml"]
+        assert Path(mount["source"]).is_file()
+        configs.append(load_config(mount["source"], {k: str(v) for k, v in replica["environment"].items()}))
+    assert [c.cluster.mode for c in configs] == ["ha", "ha"]
+    [state] = {str(c.monitor.state) for c in configs}  # one shared store
+    assert state.startswith("postgresql://") and "@postgres:5432/" in state
+    published = [p["published"] for r in replicas for p in r["ports"]]
+    assert len(set(published)) == 2  # each replica's API on its own loopback port
+    assert services["monitor-b"]["image"] == services["monitor"]["image"]
+
+
+def test_ha_prometheus_scrapes_both_replicas(resolved_ha: dict[str, Any]) -> None:
+    prometheus = resolved_ha["services"]["prometheus"]
+    [mount] = [v for v in prometheus["volumes"] if v["target"] == "/etc/prometheus/prometheus.yml"]
+    assert Path(mount["source"]) == PROMETHEUS_HA
+    config = yaml.safe_load(PROMETHEUS_HA.read_text())
+    [job] = [j for j in config["scrape_configs"] if j["job_name"] == "monitor"]
+    port = _monitor_toml()["monitor"]["listen"].rpartition(":")[2]
+    assert set(job["static_configs"][0]["targets"]) == {f"monitor:{port}", f"monitor-b:{port}"}
+    result = promtool("check", "config", str(PROMETHEUS_HA))
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The rest of the scrape config is the single stack's.
+    single = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert [j for j in config["scrape_configs"] if j["job_name"] != "monitor"] == [
+        j for j in single["scrape_configs"] if j["job_name"] != "monitor"
+    ]
 
 
 def _monitor_toml() -> dict[str, Any]:

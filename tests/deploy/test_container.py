@@ -104,7 +104,7 @@ notify = ["oncall"]
 
 
 def start(
-    engine: DockerEngine, image: str, config: Path, port: int, volume: str, fast_health: bool = False
+    engine: DockerEngine, image: str, config: Path, volume: str, fast_health: bool = False
 ) -> Container:
     options = [
         "--read-only",
@@ -113,7 +113,6 @@ def start(
         "--volume", f"{volume}:/var/lib/monitor",
         "--env", "HEALTH_TOKEN",  # the value comes from the CLI's environment, not its arguments
         "--env", "PAGERDUTY_ROUTING_KEY",
-        "--env", f"MONITOR_HEALTHCHECK_ADDR=127.0.0.1:{port}",
     ]  # fmt: skip
     if fast_health:
         options += ["--health-interval", "1s"]  # the image's own probe command, run more often
@@ -140,7 +139,7 @@ def running(
     """The image as a user runs it, with its HEALTHCHECK timing untouched."""
     port = free_port()
     config = write_config(tmp_path_factory.mktemp("container"), port, peer)
-    container = start(engine, image, config, port, volume="monitor-deploy-test-state")
+    container = start(engine, image, config, volume="monitor-deploy-test-state")
     try:
         healthy_after = container.wait_healthy(timeout_s=90)
         yield Running(container, port, healthy_after)
@@ -149,9 +148,11 @@ def running(
 
 
 def test_healthcheck_turns_healthy(running: Running) -> None:
+    """The config moved `listen` off the image's 9100: `monitor healthcheck` reads it from there."""
     health = running.container.inspect()["State"]["Health"]
     assert health["Status"] == "healthy"
     assert health["Log"][-1]["ExitCode"] == 0
+    assert health["Log"][-1]["Output"].strip() == f"healthy: http://127.0.0.1:{running.port}/healthz"
     assert running.healthy_after_s < 60
 
 
@@ -233,7 +234,7 @@ def restarted(
     def pages() -> list[dict[str, Any]]:
         return [r.json() for r in peer.seen("/v2/enqueue")]
 
-    first = start(engine, image, config, port, volume, fast_health=True)
+    first = start(engine, image, config, volume, fast_health=True)
     second: Container | None = None
     try:
         first.wait_healthy(timeout_s=60)
@@ -251,7 +252,7 @@ def restarted(
         first_logs = first.logs()
         first.remove()
         second_started_at = time.time()
-        second = start(engine, image, config, port, volume, fast_health=True)
+        second = start(engine, image, config, volume, fast_health=True)
         second.wait_healthy(timeout_s=60)
         time.sleep(8)  # eight evaluation rounds of a check that is still down
         alerts = json.loads(http_get(f"http://127.0.0.1:{port}/api/v1/alerts")[1])["alerts"]

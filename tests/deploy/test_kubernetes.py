@@ -206,7 +206,7 @@ def test_configmap_is_a_valid_monitor_toml_fed_by_the_secret(name: str, tmp_path
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, **secret, **env, "MONITOR_SHARD_INDEX": "0"},
+        env={**os.environ, **secret, **env, **({"MONITOR_SHARD": "1/2"} if name == "ha" else {})},
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -226,7 +226,7 @@ def test_ha_replicas_take_their_shard_from_the_pod_ordinal(tmp_path: Path) -> No
     """The StatefulSet's shell line, run by /bin/sh as in the image, with a stand-in `monitor`."""
     container = one(layout("ha"), "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
     fake = tmp_path / "monitor"
-    fake.write_text('#!/bin/sh\necho "shard=$MONITOR_SHARD_INDEX args=$*"\n')
+    fake.write_text('#!/bin/sh\necho "shard=$MONITOR_SHARD args=$*"\n')
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     seen = {}
     for ordinal in range(4):
@@ -244,10 +244,10 @@ def test_ha_replicas_take_their_shard_from_the_pod_ordinal(tmp_path: Path) -> No
         assert result.returncode == 0, result.stderr
         seen[ordinal] = result.stdout.strip()
     assert seen == {
-        0: "shard=0 args=run",
-        1: "shard=1 args=run",
-        2: "shard=0 args=run",
-        3: "shard=1 args=run",
+        0: "shard=0/2 args=run",
+        1: "shard=1/2 args=run",
+        2: "shard=0/2 args=run",
+        3: "shard=1/2 args=run",
     }
 
 

@@ -1,0 +1,1 @@
+"""HA pair and shards: `monitor run` replicas over real PostgreSQL, with faults injected."""
