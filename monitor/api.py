@@ -9,6 +9,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
+from importlib import resources
 from itertools import accumulate
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -16,7 +17,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from monitor import statuspage
+from monitor import badges, statuspage
 from monitor.config import Config
 from monitor.models import iso
 from monitor.store import StoreError
@@ -66,11 +67,20 @@ class ApiSource(Protocol):
         ...
 
     def uptime_pct(self, name: str) -> dict[str, float | None]:
-        """The check's uptime over "24h", "7d" and "30d" (None: no runs in that span)."""
+        """Successful runs in % over "24h", "7d" and "30d"; None for a window without runs."""
         ...
 
     def latency_hours(self, name: str) -> list[float | None]:
-        """24 hourly p95 latencies in ms, oldest first; None for an hour without runs."""
+        """The p95 latency (ms) of each of the last 24 hours, oldest first; None without runs."""
+        ...
+
+    def check_view(self, name: str, since: float | None) -> dict[str, Any] | None:
+        """`GET /api/v1/checks/{name}`: the check's entry with its `history` (hours from `since`,
+        default the last 24 hours, as far as memory holds them) and `uptime_pct`; None when unknown."""
+        ...
+
+    async def older_hours(self, name: str, since: float) -> list[dict[str, Any]]:
+        """The stored hours from `since` that are older than those `check_view` holds."""
         ...
 
     def cluster_view(self) -> dict[str, Any]:
@@ -218,8 +228,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def api_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every answer under /api/ is JSON, errors included; a bug is a logged 500, not a stack trace."""
-    if not request.path.startswith("/api/"):
+    """Every answer under /api/ is JSON, errors included (a badge's too); a bug is a logged 500,
+    not a stack trace."""
+    if not request.path.startswith(("/api/", "/badges/")):
         return await handler(request)
     try:
         return await handler(request)
@@ -234,8 +245,14 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return _error(500, "internal error (logged)")
 
 
+def _svg(text: str) -> web.Response:
+    return web.Response(text=text, content_type="image/svg+xml", headers={"Cache-Control": "max-age=60"})
+
+
 def build_app(source: ApiSource) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[api_errors])
+    # The description shipped with the package, served as it is: one source of truth.
+    openapi_document = resources.files("monitor").joinpath("openapi.json").read_bytes()
 
     def authorize(request: web.Request) -> web.Response | None:
         """403 when write endpoints are disabled (no token), 401 without the right bearer token."""
@@ -280,6 +297,53 @@ def build_app(source: ApiSource) -> web.Application:
 
     async def checks(_: web.Request) -> web.Response:
         return web.json_response(source.checks_view())
+
+    async def one_check(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        since = None
+        if "since" in request.query:
+            try:
+                since = parse_time(request.query["since"], "since", source.timezone)
+            except BadRequest as exc:
+                return _error(400, str(exc))
+        view = source.check_view(name, since)
+        if view is None:
+            return _error(404, f"no such check: {name[:200]}")
+        if since is not None:
+            view["history"] = [*await source.older_hours(name, since), *view["history"]]
+        return web.json_response(view)
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.Response(body=openapi_document, content_type="application/json")
+
+    def known(name: str) -> dict[str, Any] | None:
+        return source.check_view(name, source.now())  # `since` now: only the open hour's row
+
+    async def status_badge(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if (view := known(name)) is None:
+            return _error(404, "no such check")
+        status = view["status"]
+        return _svg(badges.badge(name, status, badges.STATE_COLOURS[status]))
+
+    async def uptime_badge(request: web.Request) -> web.Response:
+        name, period = request.match_info["name"], request.match_info["period"]
+        if (view := known(name)) is None or period not in view["uptime_pct"]:
+            return _error(404, "no such check or period (24h, 7d, 30d)")
+        pct = view["uptime_pct"][period]
+        return _svg(badges.badge(f"uptime {period}", badges.uptime_text(pct), badges.uptime_colour(pct)))
+
+    async def latency_badge(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if (view := known(name)) is None:
+            return _error(404, "no such check")
+        # The p95 of the open hour; in its first minutes, before it has a run, of the one before.
+        recent = [v for v in source.latency_hours(name)[-2:] if v is not None]
+        if not recent:
+            return _svg(badges.badge("latency p95", badges.NO_DATA, badges.GREY))
+        state = view["states"].get("latency_p95_ms")
+        colour = badges.BLUE if state is None else badges.STATE_COLOURS[state]
+        return _svg(badges.badge("latency p95", badges.latency_text(recent[-1]), colour))
 
     async def alerts(request: web.Request) -> web.Response:
         state = request.query.get("state")
@@ -381,6 +445,11 @@ def build_app(source: ApiSource) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/v1/checks", checks)
+    app.router.add_get("/api/v1/checks/{name}", one_check)
+    app.router.add_get("/api/v1/openapi.json", openapi)
+    app.router.add_get("/badges/{name}/status.svg", status_badge)
+    app.router.add_get("/badges/{name}/uptime/{period}.svg", uptime_badge)
+    app.router.add_get("/badges/{name}/latency.svg", latency_badge)
     app.router.add_get("/api/v1/alerts", alerts)
     app.router.add_post("/api/v1/alerts/{id}/ack", ack)
     app.router.add_get("/api/v1/silences", list_silences)

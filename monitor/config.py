@@ -87,6 +87,7 @@ class MonitorSection(ConfigModel):
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     uplink: list[str] = []  # check names: when every one is down, the monitor is blind (SPEC 12)
+    history: Duration = Field(default=30 * 86400.0, ge=0)  # hourly run rollups kept; 0 keeps none
 
     @field_validator("listen")
     @classmethod

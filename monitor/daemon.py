@@ -24,6 +24,7 @@ from checks import CheckDeps
 from monitor.api import build_app
 from monitor.clock import Clock, SystemClock
 from monitor.config import Config, ConfigError, load_config
+from monitor.history import History
 from monitor.metrics import Metrics
 from monitor.models import CheckResult, Level
 from monitor.once import build_notifiers, new_http_session
@@ -54,6 +55,7 @@ STOP_GRACE_S = 8.0
 TICK_S = 1.0  # how often time-driven alerting work (repeat, escalation, windows) is looked at
 STOP_FLUSH_S = 1.0  # at SIGTERM, how long a failing store is given for what it has not taken
 FOLLOW_S = 1.0  # how often a follower reads the leader's alerts and silences from the store
+HISTORY_FLUSH_S = 60.0  # run history goes to the store in one batch this often (and at stop)
 
 
 def _raise_open_files_limit() -> None:
@@ -100,6 +102,7 @@ class Daemon:
         self.outbox = self._new_outbox(config)
         if self.elector is not None:  # until it leads, no claim can succeed: nothing is sent
             self.outbox.lease = _Lease(self.elector, self.store, 0, lambda: None)
+        self.run_history = History(self.store, self.clock, config.monitor.history)
         self.runtimes: dict[str, CheckRuntime] = {}
         self.alerts = AlertPipeline(alert_policy(config, self.runtimes), self.store, self.outbox, self.clock)
         self.runtimes.update(build_runtimes(config, self._deps, self.alerts))
@@ -141,12 +144,14 @@ class Daemon:
             await self.outbox.load()
         await self.alerts.load()  # in an HA pair, the view a follower begins with
         await self.heartbeats.configure(self._heartbeat_names())
+        await self.run_history.load(self.runtimes)
         if self.elector is None:
             self.outbox.start()
             self._tasks.append(asyncio.create_task(self.alerts.run(TICK_S), name="alerts-tick"))
         else:  # the leader alone runs the tick and the outbox, once it has taken over
             self._tasks.append(asyncio.create_task(self.elector.run(), name="elector"))
             self._tasks.append(asyncio.create_task(self._follow_roles(), name="roles"))
+        self._tasks.append(asyncio.create_task(self._flush_history_forever(), name="history-flush"))
         self._tasks.append(asyncio.create_task(self._retry_store_forever(), name="store-retry"))
         self._tasks.append(asyncio.create_task(self._follow_dependencies(), name="dependencies"))
         for name, rt in self.runtimes.items():  # added before start: one wake-up, not one per job
@@ -180,6 +185,7 @@ class Daemon:
         self._tasks.clear()
         await self.outbox.stop()
         await self._flush_outbox()
+        await self._flush_history()
         await self._web.cleanup()
         if not self._session.closed:
             await self._session.close()
@@ -199,6 +205,35 @@ class Daemon:
                 "stopping with writes the state store did not take",
                 extra={"reason": f"{self.outbox.unstored} held: {self.store.failing}"},
             )
+
+    @property
+    def _stores_history(self) -> bool:
+        """In an HA pair only the leader stores run history: the pair's rows would overwrite each
+        other's, and a closed hour would count twice in its day."""
+        return self.elector is None or self._leading is not None
+
+    async def _flush_history_forever(self) -> None:
+        while True:
+            await asyncio.sleep(HISTORY_FLUSH_S)
+            if not self._stores_history:
+                self.run_history.forget_closed()
+                continue
+            try:
+                await self.run_history.flush()
+            except StoreError:
+                pass  # counted and logged by the store; what was not stored goes in the next batch
+            except Exception:  # a bug here must not stop the history for good
+                log.exception("history flush failed")
+
+    async def _flush_history(self) -> None:
+        """At stop: the hours recorded since the last batch, briefly offered to the store."""
+        if not self._started or not self._stores_history:
+            return
+        try:
+            async with asyncio.timeout(STOP_FLUSH_S):
+                await self.run_history.flush()
+        except (StoreError, TimeoutError) as exc:
+            log.error("stopping with run history the state store did not take", extra={"reason": str(exc)})
 
     @property
     def bound_port(self) -> int:
@@ -457,6 +492,7 @@ class Daemon:
             if self.runtimes.get(name) is not rt:
                 self.scheduler.add(name, rt.check.config.interval)
         self.runtimes = fresh
+        self.run_history.keep_only(fresh)
         await self.heartbeats.configure(self._heartbeat_names())
         if new.notifiers != self.config.notifiers:
             await self.outbox.reconfigure(build_notifiers(new, self._session))
@@ -491,6 +527,7 @@ class Daemon:
         was_up = rt.up
         rt.record(result, now)
         rt.observe(result.latency_ms / 1000, result.outcome)
+        self.run_history.record(name, result.up, result.latency_ms, now)
         breaching = rt.evaluator.observe(result, now)
         if was_up is not result.up:
             if result.up:
@@ -560,14 +597,6 @@ class Daemon:
     def storm_view(self) -> dict[str, Any] | None:
         return storm_view(self.alerts.storm)
 
-    def uptime_pct(self, name: str) -> dict[str, float | None]:
-        # run history: filled in by monitor/history.py
-        return {"24h": None, "7d": None, "30d": None}
-
-    def latency_hours(self, name: str) -> list[float | None]:
-        # run history: filled in by monitor/history.py
-        return [None] * 24
-
     async def acknowledge(self, alert_id: str, by: str | None, comment: str | None) -> dict[str, Any] | None:
         if self.elector is not None and self._leading is None:
             # A follower's: the leader acts on it (and notifies) within a tick.
@@ -605,6 +634,29 @@ class Daemon:
 
     async def heartbeat_ping(self, name: str, ok: bool, reason: str | None) -> float:
         return await self.heartbeats.ping(name, ok, reason)
+
+    def uptime_pct(self, name: str) -> dict[str, float | None]:
+        return self.run_history.uptime_pct(name)
+
+    def latency_hours(self, name: str) -> list[float | None]:
+        return self.run_history.latency_hours(name)
+
+    def check_view(self, name: str, since: float | None) -> dict[str, Any] | None:
+        """One entry of `checks_view` with its hours held in memory (`older_hours` has the rest)
+        and its uptime; None for an unknown check."""
+        rt = self.runtimes.get(name)
+        if rt is None:
+            return None
+        rt.suppressed = self.alerts.check_suppression(name, self.clock.now())
+        hours = self.run_history.hours(name, since)
+        return {**rt.view(), "history": hours, "uptime_pct": self.uptime_pct(name)}
+
+    async def older_hours(self, name: str, since: float) -> list[dict[str, Any]]:
+        """The stored hours of a check from `since` up to those `check_view` shows."""
+        held_from = self.run_history.held_from(name)
+        if not self.run_history.enabled or since >= held_from:
+            return []
+        return await self.run_history.stored_hours(name, since, held_from)
 
     async def ready(self) -> tuple[bool, str]:
         if not self._started:

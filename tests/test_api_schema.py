@@ -1,5 +1,6 @@
-"""The API against its OpenAPI description as shipped (monitor/openapi.json): schemathesis sends
-valid and invalid requests; no answer may be a server error, every answer must be as described."""
+"""The API of a live daemon (a real TCP port, SQLite state, a few checks) against its OpenAPI
+description as shipped (monitor/openapi.json): schemathesis sends valid and invalid requests to
+every path; no answer may be a server error, every answer must be as described."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from importlib import resources
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -45,12 +47,12 @@ CHECKS = [
 ]
 
 
-def _config(refused_port: int) -> str:
+def _config(refused_port: int, open_port: int, state: Path) -> str:
     return textwrap.dedent(
         f"""\
         [monitor]
         listen = "127.0.0.1:0"
-        state = "memory"
+        state = "sqlite:///{state}"
         api_token = "{TOKEN}"
         [thresholds.up]
         trigger_after = 1
@@ -62,25 +64,49 @@ def _config(refused_port: int) -> str:
         interval = "0.2s"
         timeout = "0.1s"
         labels = {{ team = "data" }}
+        [[checks]]
+        name = "web"
+        type = "tcp"
+        host = "127.0.0.1"
+        port = {open_port}
+        interval = "0.2s"
+        timeout = "0.1s"
+        [[checks]]
+        name = "nightly-backup"
+        type = "heartbeat"
+        period = "1d"
+        token = "heartbeat-token"
         """
     )
 
 
 @pytest.fixture(scope="module")
-def base_url() -> Iterator[str]:
-    """A daemon on its own event loop in a thread (schemathesis calls synchronously), with a firing alert."""
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A daemon on its own event loop in a thread (schemathesis calls synchronously), with a firing
+    alert, a check that is up and run history."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="api-under-test", daemon=True)
     thread.start()
+    state = tmp_path_factory.mktemp("api-schema") / "state.db"
     with socket.socket() as closed:  # bound, not listening: the check's connections are refused
         closed.bind(("127.0.0.1", 0))
 
-        async def start() -> Daemon:
-            daemon = Daemon(parse_config(_config(closed.getsockname()[1]), {}), registry=CollectorRegistry())
-            await daemon.start()
-            return daemon
+        async def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
 
-        daemon = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+        async def start() -> tuple[Daemon, asyncio.Server]:
+            target = await asyncio.start_server(accept, "127.0.0.1", 0)  # the "web" check's, up
+            ports = closed.getsockname()[1], target.sockets[0].getsockname()[1]
+            daemon = Daemon(parse_config(_config(*ports, state), {}), registry=CollectorRegistry())
+            await daemon.start()
+            return daemon, target
+
+        async def stop(daemon: Daemon, target: asyncio.Server) -> None:
+            await daemon.stop()
+            target.close()
+            await target.wait_closed()
+
+        daemon, target = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
         try:
             url = f"http://127.0.0.1:{daemon.bound_port}"
             deadline = time.monotonic() + 10
@@ -89,7 +115,7 @@ def base_url() -> Iterator[str]:
                 time.sleep(0.05)
             yield url
         finally:
-            asyncio.run_coroutine_threadsafe(daemon.stop(), loop).result(30)
+            asyncio.run_coroutine_threadsafe(stop(daemon, target), loop).result(30)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(10)
             loop.close()
@@ -130,6 +156,26 @@ def test_the_answers_of_a_silence_and_an_ack_conform(base_url: str) -> None:
     assert call(("/api/v1/alerts", "GET"), base_url, query=since).status_code == 200
 
 
+def test_the_answers_of_a_check_its_badges_and_the_document_conform(base_url: str) -> None:
+    web = call(("/api/v1/checks/{name}", "GET"), base_url, path_parameters={"name": "web"}).json()
+    assert web["name"] == "web" and web["history"][-1]["runs"] > 0 and web["uptime_pct"]["24h"] == 100.0
+    since = {"since": "2026-01-01T00:00:00Z"}
+    database = call(
+        ("/api/v1/checks/{name}", "GET"), base_url, path_parameters={"name": "database"}, query=since
+    )
+    assert database.json()["uptime_pct"]["24h"] == 0.0
+    for path, parameters in [
+        ("/badges/{name}/status.svg", {"name": "web"}),
+        ("/badges/{name}/uptime/{period}.svg", {"name": "web", "period": "30d"}),
+        ("/badges/{name}/latency.svg", {"name": "web"}),
+    ]:
+        answer = call((path, "GET"), base_url, path_parameters=parameters)
+        assert answer.status_code == 200 and answer.text.startswith("<svg ")
+    served = requests.get(f"{base_url}/api/v1/openapi.json", timeout=5)
+    assert served.headers["Content-Type"].startswith("application/json")
+    assert served.json() == DOC  # the packaged document, as it is
+
+
 @pytest.mark.parametrize(
     ("parts", "auth", "status"),
     [
@@ -156,7 +202,9 @@ def test_every_api_route_is_described() -> None:
     routes = {
         (info["path"] if "path" in (info := r.resource.get_info()) else info["formatter"], r.method.lower())
         for r in app.router.routes()
-        if r.resource is not None and r.resource.canonical.startswith("/api/") and r.method != "HEAD"
+        if r.resource is not None
+        and r.resource.canonical.startswith(("/api/", "/badges/"))
+        and r.method != "HEAD"
     }
     described = {(path, method) for path, item in DOC["paths"].items() for method in item}
     assert routes == described

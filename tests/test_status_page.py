@@ -279,11 +279,11 @@ async def test_every_check_in_its_group_with_state_uptime_latency_rows_and_cover
     assert rows["db"].one("div", "reason").text() == "connection refused"
     assert rows["web-ok"].one("div", "meta").text() == f"tcp · 127.0.0.1:{up}"
 
-    # Uptime and latency from the run history; the daemon's stubs answer "—" and an empty line.
+    # Uptime and latency from the run history: "db" has only failed (0 %, no latency line).
     assert [th.text() for th in by_group["web"].all("th", "u")] == ["uptime 24h", "7d", "30d"]
     uptime = [td.text() for td in rows["web-ok"].all("td", "u")]
     assert uptime == ["99.50%", "99.95%", "99.99%"]  # rounded down: never 100 % too soon
-    assert [td.text() for td in rows["db"].all("td", "u")] == ["—", "—", "—"]
+    assert [td.text() for td in rows["db"].all("td", "u")] == ["0.00%", "0.00%", "0.00%"]
     svg = rows["web-ok"].one("svg")
     assert svg.one("title").text() == "p95 latency per hour, last 24 h: 20 to 60 ms"
     assert svg.one("path").attrs["d"] == sparkline(LATENCY).path and len(svg.all("circle")) == 1

@@ -1,4 +1,5 @@
-"""The state store: alerts, acknowledgements, silences, the notification outbox and heartbeat pings.
+"""The state store: alerts, acknowledgements, silences, the notification outbox, heartbeat pings
+and hourly run history.
 
 Embedded SQLite is the default (`sqlite:///monitor-state.db`); `postgresql://...` shares state
 between replicas; `memory` keeps nothing across a restart. Records are JSON documents: the
@@ -15,8 +16,10 @@ from monitor.store.base import (
     AckRequest,
     AlertRecord,
     CheckState,
+    DayTotal,
     Fenced,
     Heartbeat,
+    HourRow,
     OutboxItem,
     Outgoing,
     Store,
@@ -51,9 +54,11 @@ __all__ = [
     "AckRequest",
     "AlertRecord",
     "CheckState",
+    "DayTotal",
     "Fenced",
     "Heartbeat",
     "HeartbeatBook",
+    "HourRow",
     "MemoryStore",
     "OutboxItem",
     "Outgoing",

@@ -15,6 +15,9 @@ READS = (
     "load_heartbeats",
     "load_acks",
     "load_check_states",
+    "load_hours",
+    "load_days",
+    "load_open_hours",
 )
 WRITES = frozenset(
     {
@@ -32,6 +35,7 @@ WRITES = frozenset(
         "request_ack",
         "clear_ack",
         "publish_state",
+        "save_hours",
     }
 )
 # The `operation` label values of monitor_store_errors_total.
@@ -109,6 +113,30 @@ class Heartbeat:
     reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class HourRow:
+    """One check's runs in one UTC hour (`hour`: hours since the epoch); the latencies are of
+    the runs that succeeded, None when none did. Stores keep them to the microsecond."""
+
+    check: str
+    hour: int
+    runs: int
+    failures: int
+    p50_ms: float | None
+    p95_ms: float | None
+    max_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DayTotal:
+    """One check's runs and failures in one UTC day (`day`: days since the epoch)."""
+
+    check: str
+    day: int
+    runs: int
+    failures: int
+
+
 Outgoing = list[tuple[str, dict[str, Any]]]  # (notifier, notification payload)
 
 
@@ -160,6 +188,20 @@ class Store(Protocol):
 
     async def load_check_states(self, names: Collection[str]) -> list[CheckState]:
         """What other shards' leaders published of the checks named (only shards have any)."""
+
+    async def load_hours(
+        self, since_hour: int, before_hour: int | None = None, check: str | None = None
+    ) -> list[HourRow]:
+        """Hour rows from `since_hour` (and before `before_hour`), of one check or of all."""
+        ...
+
+    async def load_days(self, since_day: int) -> list[DayTotal]:
+        """Per check and UTC day from `since_day`, the totals of the hours stored as closed."""
+        ...
+
+    async def load_open_hours(self, before_hour: int) -> list[HourRow]:
+        """Hour rows before `before_hour` stored while their hour was open and never closed
+        (the process stopped in that hour)."""
         ...
 
     # Each write spelled as a method (see `Writes`).
@@ -175,6 +217,9 @@ class Store(Protocol):
     async def request_ack(self, request: AckRequest) -> None: ...
     async def clear_ack(self, alert_id: str) -> None: ...
     async def publish_state(self, state: CheckState) -> None: ...
+    async def save_hours(
+        self, rows: Sequence[HourRow], closed: Sequence[HourRow], keep_from_hour: int
+    ) -> None: ...
 
 
 class Writes:
@@ -236,6 +281,34 @@ class Writes:
     async def publish_state(self, state: CheckState) -> None:
         """A shard leader's, for a check that a check of another shard depends on."""
         await self.write(Write("publish_state", (state,)))
+
+    async def save_hours(
+        self, rows: Sequence[HourRow], closed: Sequence[HourRow], keep_from_hour: int
+    ) -> None:
+        """One batch of run history: the rows of open hours and the final rows of closed ones
+        stored (replacing what is stored for their check and hour), each closed row added to its
+        day's totals (once: a closed row is written once); then hours and days before
+        `keep_from_hour` deleted."""
+        await self.write(Write("save_hours", (rows, closed, keep_from_hour)))
+
+
+def to_us(ms: float | None) -> int | None:
+    """A latency as stores keep it: whole microseconds (what the API shows, to 0.001 ms)."""
+    return None if ms is None else round(ms * 1000)
+
+
+def to_ms(us: int | None) -> float | None:
+    return None if us is None else us / 1000
+
+
+def day_totals(closed: Sequence[HourRow]) -> list[DayTotal]:
+    """Closed rows summed per check and day: one addition per day row in a batch."""
+    totals: dict[tuple[str, int], list[int]] = {}
+    for row in closed:
+        total = totals.setdefault((row.check, row.hour // 24), [0, 0])
+        total[0] += row.runs
+        total[1] += row.failures
+    return [DayTotal(check, day, runs, failures) for (check, day), (runs, failures) in totals.items()]
 
 
 def reason(exc: BaseException) -> str:

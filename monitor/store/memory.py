@@ -7,7 +7,18 @@ import json
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from monitor.store.base import AckRequest, AlertRecord, CheckState, Heartbeat, OutboxItem, Write, Writes
+from monitor.store.base import (
+    AckRequest,
+    AlertRecord,
+    CheckState,
+    DayTotal,
+    Heartbeat,
+    HourRow,
+    OutboxItem,
+    Write,
+    Writes,
+    day_totals,
+)
 
 
 class MemoryStore(Writes):
@@ -21,6 +32,9 @@ class MemoryStore(Writes):
         self._outbox: dict[int, OutboxItem] = {}
         self._silences: dict[str, dict[str, Any]] = {}
         self._heartbeats: dict[str, Heartbeat] = {}
+        # By hour (day), then check: pruning drops whole hours. A row with whether it is closed.
+        self._hours: dict[int, dict[str, tuple[HourRow, bool]]] = {}
+        self._days: dict[int, dict[str, DayTotal]] = {}
         self._next_id = 1
 
     async def open(self) -> None:
@@ -47,6 +61,21 @@ class MemoryStore(Writes):
         self._alerts, self._outbox, self._silences = round_.alerts, round_.outbox, round_.silences
         self._heartbeats = round_.heartbeats
         self._next_id = round_.next_id
+        # Run history is not copied per round (it is large): its writes, which cannot fail, are
+        # applied once the rest of the round has worked.
+        for rows, closed, keep_from_hour in round_.hours:
+            for row in rows:
+                self._hours.setdefault(row.hour, {})[row.check] = (row, False)
+            for row in closed:
+                self._hours.setdefault(row.hour, {})[row.check] = (row, True)
+            for t in day_totals(closed):
+                day = self._days.setdefault(t.day, {})
+                old = day.get(t.check, DayTotal(t.check, t.day, 0, 0))
+                day[t.check] = DayTotal(t.check, t.day, old.runs + t.runs, old.failures + t.failures)
+            for hour in [h for h in self._hours if h < keep_from_hour]:
+                del self._hours[hour]
+            for day in [d for d in self._days if d < keep_from_hour // 24]:
+                del self._days[day]
         return results
 
     async def load_alerts(self, active: bool, since: float = 0.0) -> list[dict[str, Any]]:
@@ -73,6 +102,32 @@ class MemoryStore(Writes):
     async def load_check_states(self, names: Collection[str]) -> list[CheckState]:
         return []  # published by other shards: only shards (PostgreSQL) have them
 
+    async def load_hours(
+        self, since_hour: int, before_hour: int | None = None, check: str | None = None
+    ) -> list[HourRow]:
+        found = []
+        for hour in sorted(self._hours):
+            if hour < since_hour or (before_hour is not None and hour >= before_hour):
+                continue
+            rows = self._hours[hour]
+            if check is None:
+                found.extend(rows[name][0] for name in sorted(rows))
+            elif check in rows:
+                found.append(rows[check][0])
+        return found
+
+    async def load_days(self, since_day: int) -> list[DayTotal]:
+        return [t for day in sorted(self._days) if day >= since_day for t in self._days[day].values()]
+
+    async def load_open_hours(self, before_hour: int) -> list[HourRow]:
+        return [
+            row
+            for hour in sorted(self._hours)
+            if hour < before_hour
+            for row, closed in self._hours[hour].values()
+            if not closed
+        ]
+
 
 class _Round:
     """One round's writes, made on copies of the store's tables."""
@@ -87,6 +142,7 @@ class _Round:
     ) -> None:
         self.alerts, self.outbox, self.silences, self.next_id = alerts, outbox, silences, next_id
         self.heartbeats = heartbeats
+        self.hours: list[tuple[list[HourRow], list[HourRow], int]] = []  # staged: see MemoryStore.apply
 
     def run(self, write: Write) -> Any:
         args = write.args
@@ -111,6 +167,9 @@ class _Round:
             case "add_heartbeat":
                 name, at = args
                 self.heartbeats.setdefault(name, Heartbeat(name, at))
+            case "save_hours":
+                rows, closed, keep_from_hour = args
+                self.hours.append((list(rows), list(closed), keep_from_hour))
             case _:  # probe; reschedule: the worker's item is the stored item
                 pass
         return None

@@ -14,13 +14,18 @@ from monitor.store.base import (
     AckRequest,
     AlertRecord,
     CheckState,
+    DayTotal,
     Fenced,
     Heartbeat,
+    HourRow,
     OutboxItem,
     StoreError,
     Write,
     Writes,
+    day_totals,
     reason,
+    to_ms,
+    to_us,
 )
 
 _PG_SCHEMA = """
@@ -44,6 +49,14 @@ alter table monitor_outbox add column if not exists claimed_epoch bigint not nul
 create table if not exists monitor_check_state (
   check_name text primary key, up boolean not null, breaching boolean not null,
   evaluated_at double precision not null);
+create table if not exists monitor_history (
+  hour integer not null, name text not null, runs integer not null, failures integer not null,
+  p50_us bigint, p95_us bigint, max_us bigint, closed boolean not null, primary key (hour, name))
+  with (autovacuum_vacuum_scale_factor = 0.01);
+create index if not exists monitor_history_open on monitor_history (hour) where not closed;
+create table if not exists monitor_history_days (
+  day integer not null, name text not null, runs bigint not null, failures bigint not null,
+  primary key (day, name));
 """
 # An HA leader's round begins here; FOR SHARE: a takeover's epoch bump waits for a round in flight.
 # (monitor_cluster is monitor.cluster's: the elector makes it.)
@@ -53,6 +66,15 @@ update monitor_outbox o set claimed_epoch = $3 from monitor_cluster c
 where o.id = $1 and o.status = 'pending' and c.shard = $2 and c.epoch = $3 and c.expires_at > now()
 returning o.id
 """
+# Every batch rewrites the open hour's rows: vacuumed after 1 % of the table is dead row versions
+# (the default 20 % would let a 30-day table carry hours of them); the closed hours' pages are
+# all-visible, so a vacuum reads little more than the open hour's.
+_HISTORY_COLUMNS = "hour, name, runs, failures, p50_us, p95_us, max_us"
+# Keyed by hour first (see the SQLite store): one check's hours are one index seek per hour.
+_HOURS_OF_ONE = (
+    f"select {_HISTORY_COLUMNS} from generate_series($1::integer, $2::integer - 1) as h(at) "
+    "join monitor_history on hour = h.at and name = $3 order by hour"
+)
 
 
 class PostgresStore(Writes):
@@ -154,6 +176,46 @@ class PostgresStore(Writes):
         rows = await self.pool.fetch("select alert_id, by, comment from monitor_acks order by at")
         return [AckRequest(r[0], r[1], r[2]) for r in rows]
 
+    async def load_hours(
+        self, since_hour: int, before_hour: int | None = None, check: str | None = None
+    ) -> list[HourRow]:
+        if check is not None:
+            # The hours walked are bounded by those stored: a `since` of year 1 walks none.
+            first = await self.pool.fetchval("select min(hour) from monitor_history")
+            last = await self.pool.fetchval("select max(hour) from monitor_history")
+            if first is None or last is None:
+                return []
+            since_hour = max(since_hour, first)
+            before_hour = last + 1 if before_hour is None else min(before_hour, last + 1)
+            rows = await self.pool.fetch(_HOURS_OF_ONE, since_hour, before_hour, check)
+        elif before_hour is None:
+            rows = await self.pool.fetch(
+                f"select {_HISTORY_COLUMNS} from monitor_history where hour >= $1", since_hour
+            )
+        else:
+            rows = await self.pool.fetch(
+                f"select {_HISTORY_COLUMNS} from monitor_history where hour >= $1 and hour < $2",
+                since_hour,
+                before_hour,
+            )
+        return [_hour_row(r) for r in rows]
+
+    async def load_days(self, since_day: int) -> list[DayTotal]:
+        rows = await self.pool.fetch(
+            "select name, day, runs, failures from monitor_history_days where day >= $1", since_day
+        )
+        return [DayTotal(r[0], r[1], r[2], r[3]) for r in rows]
+
+    async def load_open_hours(self, before_hour: int) -> list[HourRow]:
+        rows = await self.pool.fetch(
+            f"select {_HISTORY_COLUMNS} from monitor_history where not closed and hour < $1", before_hour
+        )
+        return [_hour_row(r) for r in rows]
+
+
+def _hour_row(r: Any) -> HourRow:
+    return HourRow(r[1], r[0], r[2], r[3], to_ms(r[4]), to_ms(r[5]), to_ms(r[6]))
+
 
 async def _run(conn: asyncpg.Connection, write: Write) -> Any:
     args = write.args
@@ -240,6 +302,38 @@ async def _run(conn: asyncpg.Connection, write: Write) -> Any:
             )
         case "clear_ack":
             await conn.execute("delete from monitor_acks where alert_id = $1", *args)
+        case "save_hours":
+            rows, closed, keep_from_hour = args
+            both = [*rows, *closed]
+            # One statement for the whole batch: the rows as arrays, unnested on the server.
+            await conn.execute(
+                f"insert into monitor_history ({_HISTORY_COLUMNS}, closed) select * from unnest("
+                "$1::integer[], $2::text[], $3::integer[], $4::integer[], $5::bigint[], $6::bigint[], "
+                "$7::bigint[], $8::boolean[]) on conflict (hour, name) do update set runs = excluded.runs, "
+                "failures = excluded.failures, p50_us = excluded.p50_us, p95_us = excluded.p95_us, "
+                "max_us = excluded.max_us, closed = excluded.closed",
+                [r.hour for r in both],
+                [r.check for r in both],
+                [r.runs for r in both],
+                [r.failures for r in both],
+                [to_us(r.p50_ms) for r in both],
+                [to_us(r.p95_ms) for r in both],
+                [to_us(r.max_ms) for r in both],
+                [False] * len(rows) + [True] * len(closed),
+            )
+            days = day_totals(closed)
+            await conn.execute(
+                "insert into monitor_history_days select * from unnest("
+                "$1::integer[], $2::text[], $3::bigint[], $4::bigint[]) on conflict (day, name) do update "
+                "set runs = monitor_history_days.runs + excluded.runs, "
+                "failures = monitor_history_days.failures + excluded.failures",
+                [t.day for t in days],
+                [t.check for t in days],
+                [t.runs for t in days],
+                [t.failures for t in days],
+            )
+            await conn.execute("delete from monitor_history where hour < $1", keep_from_hour)
+            await conn.execute("delete from monitor_history_days where day < $1", keep_from_hour // 24)
         case "probe":
             await conn.execute(
                 "insert into monitor_store_probe (id, at) values (1, extract(epoch from now())) "

@@ -19,12 +19,17 @@ from monitor.store.base import (
     AckRequest,
     AlertRecord,
     CheckState,
+    DayTotal,
     Heartbeat,
+    HourRow,
     OutboxItem,
     StoreError,
     Write,
     Writes,
+    day_totals,
     reason,
+    to_ms,
+    to_us,
 )
 
 _SCHEMA = """
@@ -42,7 +47,23 @@ create table if not exists probe (id integer primary key, at real not null);
 create table if not exists heartbeats (
   name text primary key, configured_at real not null, last_at real,
   ok integer not null default 1, reason text);
+create table if not exists history (
+  hour integer not null, name text not null, runs integer not null, failures integer not null,
+  p50_us integer, p95_us integer, max_us integer, closed integer not null,
+  primary key (hour, name)) without rowid;
+create index if not exists history_open on history (hour) where closed = 0;
+create table if not exists history_days (
+  day integer not null, name text not null, runs integer not null, failures integer not null,
+  primary key (day, name)) without rowid;
 """
+_HISTORY_COLUMNS = "hour, name, runs, failures, p50_us, p95_us, max_us"
+# Keyed by hour first: pruning and the load at start are ranges; one check's hours are seeks,
+# one per hour (a second index by name would cost a third more space).
+_HOURS_OF_ONE = (
+    "with recursive h(hour) as (select ? union all select hour + 1 from h where hour + 1 < ?) "
+    "select history.hour, name, runs, failures, p50_us, p95_us, max_us "
+    "from h join history on history.hour = h.hour and history.name = ? order by h.hour"
+)
 
 # SQLite's own words for a file it cannot use, as an operator would put them.
 _SQLITE_PROBLEMS = {
@@ -248,6 +269,19 @@ class SqliteStore(Writes):
                     "insert into heartbeats (name, configured_at) values (?, ?) on conflict(name) do nothing",
                     args,
                 )
+            case "save_hours":
+                rows, closed, keep_from_hour = args
+                await db.executemany(
+                    "insert or replace into history values (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(*_history_values(r), done) for done, part in ((0, rows), (1, closed)) for r in part],
+                )
+                await db.executemany(
+                    "insert into history_days values (?, ?, ?, ?) on conflict (day, name) do update "
+                    "set runs = runs + excluded.runs, failures = failures + excluded.failures",
+                    [(t.day, t.check, t.runs, t.failures) for t in day_totals(closed)],
+                )
+                await db.execute("delete from history where hour < ?", (keep_from_hour,))
+                await db.execute("delete from history_days where day < ?", (keep_from_hour // 24,))
             case "probe":
                 await db.execute("insert or replace into probe (id, at) values (1, ?)", (time.time(),))
         return None
@@ -296,6 +330,65 @@ class SqliteStore(Writes):
 
     async def load_check_states(self, names: Collection[str]) -> list[CheckState]:
         return []  # published by other shards: only shards (PostgreSQL) have them
+
+    async def load_hours(
+        self, since_hour: int, before_hour: int | None = None, check: str | None = None
+    ) -> list[HourRow]:
+        async with self._lock:
+            db = await self._checked()
+            if check is not None:
+                # The hours walked are bounded by those stored: a `since` of year 1 walks none.
+                first, last = (
+                    await _one(db, "select min(hour) from history"),
+                    await _one(db, "select max(hour) from history"),
+                )
+                if first is None or last is None:
+                    return []
+                since_hour = max(since_hour, first)
+                before_hour = last + 1 if before_hour is None else min(before_hour, last + 1)
+                if before_hour <= since_hour:
+                    return []
+                query, params = _HOURS_OF_ONE, (since_hour, before_hour, check)
+            elif before_hour is None:
+                query, params = f"select {_HISTORY_COLUMNS} from history where hour >= ?", (since_hour,)
+            else:
+                query = f"select {_HISTORY_COLUMNS} from history where hour >= ? and hour < ?"
+                params = (since_hour, before_hour)
+            async with db.execute(query, params) as cursor:
+                rows = await cursor.fetchall()
+        return [_hour_row(r) for r in rows]
+
+    async def load_days(self, since_day: int) -> list[DayTotal]:
+        async with self._lock:
+            db = await self._checked()
+            async with db.execute(
+                "select name, day, runs, failures from history_days where day >= ?", (since_day,)
+            ) as cursor:
+                rows = await cursor.fetchall()
+        return [DayTotal(*r) for r in rows]
+
+    async def load_open_hours(self, before_hour: int) -> list[HourRow]:
+        async with self._lock:
+            db = await self._checked()
+            async with db.execute(
+                f"select {_HISTORY_COLUMNS} from history where closed = 0 and hour < ?", (before_hour,)
+            ) as cursor:
+                rows = await cursor.fetchall()
+        return [_hour_row(r) for r in rows]
+
+
+def _history_values(r: HourRow) -> tuple[Any, ...]:
+    return (r.hour, r.check, r.runs, r.failures, to_us(r.p50_ms), to_us(r.p95_ms), to_us(r.max_ms))
+
+
+def _hour_row(r: Any) -> HourRow:
+    return HourRow(r[1], r[0], r[2], r[3], to_ms(r[4]), to_ms(r[5]), to_ms(r[6]))
+
+
+async def _one(db: aiosqlite.Connection, query: str) -> Any:
+    async with db.execute(query) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else row[0]
 
 
 async def _commit(

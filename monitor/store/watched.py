@@ -13,8 +13,10 @@ from monitor.store.base import (
     READS,
     AckRequest,
     CheckState,
+    DayTotal,
     Fenced,
     Heartbeat,
+    HourRow,
     OutboxItem,
     Store,
     StoreError,
@@ -124,6 +126,17 @@ class WatchedStore(Writes):
 
     async def load_check_states(self, names: Collection[str]) -> list[CheckState]:
         return await self._do(("load_check_states",), lambda: self.store.load_check_states(names))
+
+    async def load_hours(
+        self, since_hour: int, before_hour: int | None = None, check: str | None = None
+    ) -> list[HourRow]:
+        return await self._do(("load_hours",), lambda: self.store.load_hours(since_hour, before_hour, check))
+
+    async def load_days(self, since_day: int) -> list[DayTotal]:
+        return await self._do(("load_days",), lambda: self.store.load_days(since_day))
+
+    async def load_open_hours(self, before_hour: int) -> list[HourRow]:
+        return await self._do(("load_open_hours",), lambda: self.store.load_open_hours(before_hour))
 
     def fault(self, exc: Exception) -> str | None:
         return str(exc) if isinstance(exc, StoreError) else self.store.fault(exc)

@@ -20,8 +20,10 @@ from typing import Any
 from monitor.store.base import (
     AckRequest,
     CheckState,
+    DayTotal,
     Fenced,
     Heartbeat,
+    HourRow,
     OutboxItem,
     Store,
     StoreError,
@@ -34,7 +36,9 @@ log = logging.getLogger("monitor.store.writer")
 
 # What only a leader writes: in an HA pair these are fenced; a follower's writes (silences, ack
 # requests, heartbeat pings) are not, so that its API works whoever leads.
-LEADER_WRITES = frozenset({"commit", "reschedule", "finish", "claim", "clear_ack", "publish_state"})
+LEADER_WRITES = frozenset(
+    {"commit", "reschedule", "finish", "claim", "clear_ack", "publish_state", "save_hours"}
+)
 ROUND_MAX = 500  # writes in one transaction: a round stays short for the reads waiting behind it
 STOP_DRAIN_S = 1.0  # at stop, how long what is queued is given (the daemon must exit in 10 s)
 
@@ -131,6 +135,17 @@ class StoreWriter(Writes):
 
     async def load_check_states(self, names: Collection[str]) -> list[CheckState]:
         return await self.store.load_check_states(names)
+
+    async def load_hours(
+        self, since_hour: int, before_hour: int | None = None, check: str | None = None
+    ) -> list[HourRow]:
+        return await self.store.load_hours(since_hour, before_hour, check)
+
+    async def load_days(self, since_day: int) -> list[DayTotal]:
+        return await self.store.load_days(since_day)
+
+    async def load_open_hours(self, before_hour: int) -> list[HourRow]:
+        return await self.store.load_open_hours(before_hour)
 
     # ------------------------------------------------------------ writes: through the queue
 
