@@ -11,9 +11,12 @@ each kind, `--concurrency` at a time, by process CPU time:
 - `handshake_by_ip`: TCP connect + full verified TLS handshake + close, no name to resolve;
 - `dns`: the loop's getaddrinfo of the URL's name (what every run does first);
 - `cert_expiry`: reading notAfter of the peer certificate with cryptography (tls_days_left);
-- `http_check`: the same check over plain HTTP, for what TLS adds.
+- `http_check`: the same check over plain HTTP, for what TLS adds;
+- `streams_full` / `streams_resumed`: one GET over asyncio streams with a full handshake, and the
+  same offering the previous connection's TLS session: what session resumption would save (the
+  checks do not resume: this is a measurement only).
 
-Every request is a full handshake: no session is offered. Results: bench/results/https-costs.json.
+Every other request is a full handshake: no session is offered. Results: bench/results/https-costs.json.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import asyncio
 import json
 import os
 import resource
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +36,22 @@ from typing import Any
 from bench import procfs
 from bench.services import BENCH_DIR, start_nginx_https
 from bench.tls import HOSTNAME, client_context, make_certificates
+
+
+class _ResumingContext(ssl.SSLContext):
+    """Offers the session of the connection before (a bench-only measurement of resumption)."""
+
+    last: ssl.SSLSession | None = None
+
+    def wrap_bio(
+        self,
+        incoming: Any,
+        outgoing: Any,
+        server_side: bool = False,
+        server_hostname: Any = None,
+        session: Any = None,
+    ) -> ssl.SSLObject:  # type: ignore[override]
+        return super().wrap_bio(incoming, outgoing, server_side, server_hostname, session=self.last)
 
 
 def _cpu_s() -> float:
@@ -131,6 +151,27 @@ async def measure(
     async def cert_expiry() -> None:
         assert _tls_days_left(cert_der[0]) is not None
 
+    resuming = _ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
+    resuming.load_verify_locations(cafile=str(ca_file))
+    get = f"GET /health HTTP/1.1\r\nHost: {HOSTNAME}\r\nConnection: close\r\n\r\n".encode()
+
+    async def over_streams(ssl_context: ssl.SSLContext, resume: bool) -> None:
+        reader, writer = await asyncio.open_connection(HOSTNAME, port, ssl=ssl_context)
+        writer.write(get)
+        body = await reader.read()
+        ssl_object = writer.get_extra_info("ssl_object")
+        if resume:
+            assert resuming.last is None or ssl_object.session_reused
+            resuming.last = ssl_object.session
+        writer.transport.abort()
+        assert body.startswith(b"HTTP/1.1 200")
+
+    async def streams_full() -> None:
+        await over_streams(context, False)
+
+    async def streams_resumed() -> None:
+        await over_streams(resuming, True)
+
     kinds = (
         ("check", run_https_check, concurrency),
         ("own_client", own_client, concurrency),
@@ -139,6 +180,8 @@ async def measure(
         ("dns", dns, concurrency),
         ("cert_expiry", cert_expiry, 1),
         ("http_check", run_http_check, concurrency),
+        ("streams_full", streams_full, concurrency),
+        ("streams_resumed", streams_resumed, concurrency),
     )
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in kinds}
     try:
@@ -201,6 +244,7 @@ async def main_async(args: argparse.Namespace) -> int:
         "costs": costs,
         "breakdown_us": breakdown(costs),
         "own_client_vs_aiohttp": round(costs["own_client"]["cpu_us"] / costs["aiohttp"]["cpu_us"], 3),
+        "resumed_vs_full": round(costs["streams_resumed"]["cpu_us"] / costs["streams_full"]["cpu_us"], 3),
     }
     out = args.out or BENCH_DIR / "results" / "https-costs.json"
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
