@@ -177,7 +177,7 @@ def _toml(table: dict[str, Any]) -> str:
 def _daemon_config(tmp_path: Path, listen: int, hang: int, healthy: int, hostile: list[int]) -> Path:
     text = [
         f'[monitor]\nlisten = "127.0.0.1:{listen}"\nstate = "sqlite:///{tmp_path}/state.db"\n'
-        # Each hostile check goes down once: no log line to fill the unread pipe with.
+        # 500 checks going down log a warning each: more than the unread stdout pipe holds.
         'log_format = "json"\nlog_level = "error"\n'
     ]
     for i in range(HANGING):
