@@ -165,9 +165,11 @@ HEALTHY_INTERVAL_S = 2.0
 HEALTHZ_P99_S = 0.5
 ON_TIME_S = 0.25
 RESULTS = ("success", "failure", "timeout", "error", "skipped")
-# Per process: the interpreter, its libraries, the state store, the listener; a hanging check
-# holds one socket at most (its timeout is shorter than its interval).
-BASE_FDS = 100
+# Per process: the interpreter, its libraries, the state store, the listener; each check holds
+# one socket at most (a timeout shorter than its interval). How many are in flight at a sample
+# varies by dozens, so the bound is on the count, not on its trend: a socket left behind by every
+# run of the hostile checks alone passes it within the test.
+BASE_FDS = 50
 
 
 def _toml(table: dict[str, Any]) -> str:
@@ -302,8 +304,7 @@ async def test_a_daemon_under_500_hanging_checks_stays_responsive_and_bounded(
     p99 = latencies[int(len(latencies) * 0.99) - 1]
     assert p99 < HEALTHZ_P99_S, f"/healthz p99 {p99 * 1000:.0f} ms over {len(latencies)} requests"
 
-    # Bounded: a socket per hanging run at most, and nothing growing from run to run.
-    half = len(watched.fds) // 2
+    # Bounded: a socket per check at most, and memory not growing from run to run.
     assert max(watched.fds) < HANGING + HEALTHY + len(CASES) + BASE_FDS, watched.fds
-    assert max(watched.fds[half:]) <= max(watched.fds[:half]) + 20, watched.fds
+    half = len(watched.rss_mb) // 2
     assert max(watched.rss_mb[half:]) <= max(watched.rss_mb[:half]) + 10, watched.rss_mb
