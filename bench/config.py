@@ -31,6 +31,8 @@ class Targets:
     ws_url: str
     flip_url: str  # nginx /flip/ (append the trial number)
     status_url: str = ""  # nginx stub_status: requests served, counted outside the measured process
+    https_url: str = ""  # nginx /health over TLS, by hostname (the `https` kind)
+    ca_file: str = ""  # the CA that issued its certificate (PEM)
 
 
 def split_mix(checks: int, mix: dict[str, float]) -> dict[str, int]:
@@ -72,15 +74,16 @@ def load_config(
     if runbook_rows:
         out.append(_RUNBOOK_ROWS)
     number = 0
-    for kind in ("http", "tcp", "websocket"):
+    for kind in ("http", "https", "tcp", "websocket"):
         for _ in range(counts.get(kind, 0)):
             number += 1
-            out.append(f'\n[[checks]]\nname = "{kind}-{number:06d}"\ntype = "{kind}"\n')
+            check_type = "http" if kind == "https" else kind
+            out.append(f'\n[[checks]]\nname = "{kind}-{number:06d}"\ntype = "{check_type}"\n')
             # A timeout is never longer than the interval (a config error).
             timeout = RUN_TIMEOUT if interval_s >= RUN_TIMEOUT_S else f"{interval_s:g}s"
             out.append(f'interval = "{interval_s:g}s"\ntimeout = "{timeout}"\n')
-            if kind == "http":
-                out.append(f"url = {_toml(targets.http_url)}\n")
+            if kind in ("http", "https"):
+                out.append(f"url = {_toml(targets.https_url if kind == 'https' else targets.http_url)}\n")
                 out.append('expect_status = [200]\nexpect_json = { status = "ok" }\n')
             elif kind == "tcp":
                 out.append(f"host = {_toml(targets.tcp_host)}\nport = {targets.tcp_port}\n")

@@ -29,6 +29,7 @@ from bench.services import (
     BENCH_DIR,
     REPO_DIR,
     Child,
+    blackbox_config,
     find_binary,
     free_port,
     kill_leftovers,
@@ -36,9 +37,11 @@ from bench.services import (
     start_daemon,
     start_load,
     start_nginx,
+    start_nginx_https,
     start_targets,
     version_of,
 )
+from bench.tls import HOSTNAME, make_certificates
 
 RESULTS_DIR = BENCH_DIR / "results"
 SCHEMA_VERSION = 1
@@ -53,6 +56,8 @@ ENGINE_LABELS = {
     "floor_asyncio": "floor asyncio",
 }
 SWEEP_CHECKS = (1_000, 5_000, 10_000, 20_000, 40_000)
+KINDS = ("http", "https", "tcp", "websocket")
+HTTPS_CPU_OF_BLACKBOX = 0.6  # issue 17: an HTTPS check at most 0.6x blackbox_exporter's CPU
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,8 +199,10 @@ async def measure_daemon(
         opts.runbook_rows,
     )
     started = time.monotonic()
+    # The `https` kind's CA: OpenSSL's default verify paths (the checks' contexts) read SSL_CERT_FILE.
+    env = {"SSL_CERT_FILE": targets.ca_file} if targets.ca_file else None
     daemon = await start_daemon(
-        "daemon", config, workdir, cpus.measured, session, port, opts.ready_timeout_s, strict=False
+        "daemon", config, workdir, cpus.measured, session, port, opts.ready_timeout_s, strict=False, env=env
     )
     ready = daemon.ready
     timeline: list[list[float]] = []
@@ -331,11 +338,18 @@ async def measure_load(
         f"--tcp-target={targets.tcp_host}:{targets.tcp_port}",
         f"--ws-url={targets.ws_url}",
     ]
+    if counts.get("https", 0):
+        load_args += [
+            f"--https={counts['https']}",
+            f"--https-url={targets.https_url}",
+            f"--ca-file={targets.ca_file}",
+        ]
     exporter: Child | None = None
     children: list[Child] = []
     try:
         if engine == "blackbox":
-            exporter, bb_port = await start_blackbox(workdir, cpus.measured)
+            config = blackbox_config(workdir, targets.ca_file) if targets.ca_file else None
+            exporter, bb_port = await start_blackbox(workdir, cpus.measured, config)
             children.append(exporter)
             driver = await start_load(
                 "blackbox-driver",
@@ -478,7 +492,18 @@ async def run(opts: Options, workdir: Path, with_detection: bool = True) -> dict
     children: list[Child] = []
     async with aiohttp.ClientSession(trust_env=False) as session:
         try:
-            nginx, http_port, flipdir = await start_nginx(workdir, cpus.helpers)
+            https_url = ca_file = ""
+            if counts.get("https", 0):
+                certs = await asyncio.to_thread(make_certificates, workdir)
+                nginx, http_port, https_port, flipdir = await start_nginx_https(workdir, cpus.helpers, certs)
+                https_url, ca_file = f"https://{HOSTNAME}:{https_port}/health", str(certs.ca_file)
+                result["config"]["https"] = {
+                    "url": https_url,
+                    "certificate": "ECDSA P-256, issued by a CA made for the run",
+                    "ca_file": ca_file,
+                }
+            else:
+                nginx, http_port, flipdir = await start_nginx(workdir, cpus.helpers)
             children.append(nginx)
             others, tcp_port, ws_port = await start_targets(workdir, cpus.helpers)
             children.append(others)
@@ -489,6 +514,8 @@ async def run(opts: Options, workdir: Path, with_detection: bool = True) -> dict
                 ws_url=f"ws://127.0.0.1:{ws_port}/",
                 flip_url=f"http://127.0.0.1:{http_port}/flip/",
                 status_url=f"http://127.0.0.1:{http_port}/nginx_status",
+                https_url=https_url,
+                ca_file=ca_file,
             )
             _say(f"daemon: {opts.checks} checks {counts} every {opts.interval_s:g}s, {opts.duration_s:g}s")
             await _phase(result, "daemon", measure_daemon(opts, counts, targets, workdir, cpus, session))
@@ -615,6 +642,15 @@ def _targets(result: dict[str, Any]) -> dict[str, Any]:
         None if fl is None else fl * 1.5,
         None if fl is None or cpu is None else cpu <= fl * 1.5,
     )
+    if result["config"]["mix"].get("https"):
+        # Issue 17's target for the HTTPS mix.
+        limit = None if bb is None else bb * HTTPS_CPU_OF_BLACKBOX
+        judge(
+            "https_mix_cpu_le_0_6x_blackbox",
+            cpu,
+            limit,
+            None if limit is None or cpu is None else cpu <= limit,
+        )
     judge("rss_lt_120mb", daemon["rss_mb"], 120.0, daemon["rss_mb"] < 120)
     detection = result.get("detection")
     for key in ("alert_critical_s", "pagerduty_trigger_s"):
@@ -835,8 +871,8 @@ def _mix(text: str) -> dict[str, float]:
     for part in text.split(","):
         kind, _, share = part.partition("=")
         kind = {"ws": "websocket"}.get(kind.strip(), kind.strip())
-        if kind not in ("http", "tcp", "websocket"):
-            raise argparse.ArgumentTypeError(f"unknown check type {kind!r} (http, tcp, websocket)")
+        if kind not in KINDS:
+            raise argparse.ArgumentTypeError(f"unknown check kind {kind!r} ({', '.join(KINDS)})")
         mix[kind] = float(share)
     if sum(mix.values()) <= 0:
         raise argparse.ArgumentTypeError("the mix must add up to more than 0")
@@ -851,7 +887,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-duration", type=float, help="blackbox/floor window, s (min(duration, 60))")
     p.add_argument("--warmup", type=float, help="seconds before each window (10; quick 3)")
     p.add_argument(
-        "--mix", type=_mix, default=_mix("http=80,tcp=10,websocket=10"), help="http=80,tcp=10,websocket=10"
+        "--mix",
+        type=_mix,
+        default=_mix("http=80,tcp=10,websocket=10"),
+        help="shares of kinds: http, https (TLS, by hostname), tcp, websocket (http=80,tcp=10,websocket=10)",
     )
     p.add_argument("--no-blackbox", action="store_true", help="skip blackbox_exporter")
     p.add_argument(

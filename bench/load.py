@@ -17,9 +17,12 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
+
+from bench import tls
 
 # One deadline per run, as the daemon's checks have in the generated config.
 RUN_TIMEOUT_S = 5.0
@@ -27,7 +30,12 @@ RUN_TIMEOUT_S = 5.0
 MAX_IN_FLIGHT = 4096
 # The shortest sleep of the dispatch loop between starting the runs that fell due.
 TICK_S = 0.005
-_BLACKBOX_MODULES = {"http": "http_health", "tcp": "tcp_connect", "websocket": "ws_handshake"}
+_BLACKBOX_MODULES = {
+    "http": "http_health",
+    "https": "https_health",
+    "tcp": "tcp_connect",
+    "websocket": "ws_handshake",
+}
 
 
 @dataclass(slots=True)
@@ -56,6 +64,7 @@ def _items(args: argparse.Namespace) -> list[tuple[str, str]]:
     """(kind, target) per check, interleaved the same way every time."""
     items = (
         [("http", args.http_url)] * args.http
+        + [("https", args.https_url)] * args.https
         + [("tcp", args.tcp_target)] * args.tcp
         + [("websocket", args.ws_url)] * args.websocket
     )
@@ -65,6 +74,7 @@ def _items(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 def _floor_runs(session: aiohttp.ClientSession) -> dict[str, Callable[[str], Awaitable[bool]]]:
     async def http(url: str) -> bool:
+        # https: a full handshake every run (force_close, no session reuse), verified against the bench CA.
         async with session.get(url) as response:
             body = await response.read()
         return response.status == 200 and json.loads(body).get("status") == "ok"
@@ -82,7 +92,7 @@ def _floor_runs(session: aiohttp.ClientSession) -> dict[str, Callable[[str], Awa
         await ws.close()
         return True
 
-    return {"http": http, "tcp": tcp, "websocket": websocket}
+    return {"http": http, "https": http, "tcp": tcp, "websocket": websocket}
 
 
 def _blackbox_runs(
@@ -157,7 +167,9 @@ async def _control(counters: Counters, stop: asyncio.Event) -> None:
 async def main_async(args: argparse.Namespace) -> None:
     counters = Counters()
     if args.mode == "floor":
-        connector = aiohttp.TCPConnector(force_close=True, limit=0)  # a fresh connection per run
+        ssl_context = tls.client_context(Path(args.ca_file)) if args.ca_file else True
+        # A fresh connection per run.
+        connector = aiohttp.TCPConnector(force_close=True, limit=0, ssl=ssl_context)
     else:
         connector = aiohttp.TCPConnector(limit=512)  # keep-alive to the exporter, as Prometheus does
     async with aiohttp.ClientSession(
@@ -184,13 +196,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http", type=int, default=0, help="number of HTTP checks")
     parser.add_argument("--tcp", type=int, default=0, help="number of TCP checks")
     parser.add_argument("--websocket", type=int, default=0, help="number of WebSocket checks")
+    parser.add_argument("--https", type=int, default=0, help="number of HTTPS checks")
+    parser.add_argument("--https-url", default="")
+    parser.add_argument("--ca-file", default="", help="the CA the floor trusts for --https-url")
     parser.add_argument("--http-url", default="")
     parser.add_argument("--tcp-target", default="", help="host:port")
     parser.add_argument("--ws-url", default="")
     parser.add_argument("--blackbox-url", default="", help="http://host:port of the exporter")
     parser.add_argument("--max-seconds", type=float, default=3600.0)
     args = parser.parse_args(argv)
-    if args.http + args.tcp + args.websocket <= 0:
+    if args.http + args.https + args.tcp + args.websocket <= 0:
         parser.error("no checks")
     if args.loop == "uvloop":
         import uvloop

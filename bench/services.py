@@ -17,6 +17,8 @@ from typing import IO, Any
 
 import aiohttp
 
+from bench.tls import HOSTNAME, Certificates
+
 _PR_SET_PDEATHSIG = 1
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -130,9 +132,16 @@ class Child:
 
 
 async def start(
-    name: str, argv: list[str], workdir: Path, cpus: list[int] | None, *, pipes: bool = False
+    name: str,
+    argv: list[str],
+    workdir: Path,
+    cpus: list[int] | None,
+    *,
+    pipes: bool = False,
+    env: dict[str, str] | None = None,
 ) -> Child:
-    """Start `argv` pinned to `cpus`; stderr (and stdout unless `pipes`) go to WORKDIR/NAME.log."""
+    """Start `argv` pinned to `cpus`; stderr (and stdout unless `pipes`) go to WORKDIR/NAME.log.
+    `env` is added to the harness's environment."""
     # A local log file, opened once per child and closed by Child.stop.
     log = open(workdir / f"{name}.log", "ab")  # noqa: ASYNC230, SIM115
     proc = await asyncio.create_subprocess_exec(
@@ -144,6 +153,7 @@ async def start(
         start_new_session=True,  # a Ctrl-C of bench/run reaches the harness, which stops these
         preexec_fn=_die_with_parent,
         limit=2**20,
+        env={**os.environ, **env} if env else None,
     )
     child = Child(name, proc, log)
     STARTED.append(child)
@@ -181,6 +191,23 @@ async def wait_http(
 
 async def start_nginx(workdir: Path, cpus: list[int] | None) -> tuple[Child, int, Path]:
     """nginx serving /health and /flip/N; returns the child, its port and the flip directory."""
+    child, port, _, flipdir = await _nginx(workdir, cpus, None)
+    return child, port, flipdir
+
+
+async def start_nginx_https(
+    workdir: Path, cpus: list[int] | None, certs: Certificates
+) -> tuple[Child, int, int, Path]:
+    """nginx as start_nginx's, and /health over TLS with `certs` on a second port; returns the
+    child, the HTTP port, the HTTPS port and the flip directory."""
+    child, port, https_port, flipdir = await _nginx(workdir, cpus, certs)
+    assert https_port is not None
+    return child, port, https_port, flipdir
+
+
+async def _nginx(
+    workdir: Path, cpus: list[int] | None, certs: Certificates | None
+) -> tuple[Child, int, int | None, Path]:
     binary = find_binary("nginx")
     if binary is None:
         raise RuntimeError("nginx is not installed (bench/run installs it: apt-get install nginx)")
@@ -192,11 +219,24 @@ async def start_nginx(workdir: Path, cpus: list[int] | None) -> tuple[Child, int
     # As root, nginx's worker would run as nobody, who may not traverse a private temp directory.
     user = "user root;" if os.geteuid() == 0 else ""
     conf = (BENCH_DIR / "nginx.conf.template").read_text(encoding="utf-8")
+    https_port = None
+    https_server = ""
+    if certs is not None:
+        https_port = free_port()
+        https_server = (BENCH_DIR / "nginx-https.conf.template").read_text(encoding="utf-8")
+        for key, value in {
+            "https_port": str(https_port),
+            "hostname": HOSTNAME,
+            "cert_file": str(certs.cert_file),
+            "key_file": str(certs.key_file),
+        }.items():
+            https_server = https_server.replace("{" + key + "}", value)
     for key, value in {
         "user": user,
         "workdir": str(workdir),
         "port": str(port),
         "flipdir": str(flipdir),
+        "https_server": https_server,
     }.items():
         conf = conf.replace("{" + key + "}", value)
     (workdir / "nginx.conf").write_text(conf, encoding="utf-8")
@@ -211,7 +251,9 @@ async def start_nginx(workdir: Path, cpus: list[int] | None) -> tuple[Child, int
     ]
     child = await start("nginx", argv, workdir, cpus)
     await wait_port(port, child)
-    return child, port, flipdir
+    if https_port is not None:
+        await wait_port(https_port, child)
+    return child, port, https_port, flipdir
 
 
 async def start_targets(workdir: Path, cpus: list[int] | None) -> tuple[Child, int, int]:
@@ -241,6 +283,7 @@ async def start_daemon(
     ready_timeout_s: float,
     *,
     strict: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Child:
     """`monitor run` on a generated config, once /readyz answers 200 (every check scheduled).
 
@@ -248,7 +291,7 @@ async def start_daemon(
     """
     config = workdir / f"{name}.toml"
     await asyncio.to_thread(config.write_text, config_text, encoding="utf-8")
-    child = await start(name, [monitor_binary(), "run", "-c", str(config)], workdir, cpus)
+    child = await start(name, [monitor_binary(), "run", "-c", str(config)], workdir, cpus, env=env)
     try:
         await wait_http(session, f"http://127.0.0.1:{port}/readyz", child, ready_timeout_s)
     except RuntimeError:
@@ -259,14 +302,37 @@ async def start_daemon(
     return child
 
 
-async def start_blackbox(workdir: Path, cpus: list[int] | None) -> tuple[Child, int]:
+def blackbox_config(workdir: Path, ca_file: str) -> Path:
+    """bench/blackbox.yml with the `https` kind's module, which trusts the bench CA."""
+    text = (BENCH_DIR / "blackbox.yml").read_text(encoding="utf-8")
+    text += (
+        "  https_health:           # as http_health, over TLS, verified against the bench CA\n"
+        "    prober: http\n"
+        "    timeout: 5s\n"
+        "    http:\n"
+        "      method: GET\n"
+        "      valid_status_codes: [200]\n"
+        '      fail_if_body_not_matches_regexp: [\'"status": ?"ok"\']\n'
+        "      preferred_ip_protocol: ip4\n"
+        "      ip_protocol_fallback: false\n"
+        "      tls_config:\n"
+        f"        ca_file: {json.dumps(ca_file)}\n"
+    )
+    path = workdir / "blackbox.yml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+async def start_blackbox(
+    workdir: Path, cpus: list[int] | None, config: Path | None = None
+) -> tuple[Child, int]:
     binary = find_binary("prometheus-blackbox-exporter")
     if binary is None:
         raise RuntimeError("prometheus-blackbox-exporter is not installed")
     port = free_port()
     argv = [
         binary,
-        f"--config.file={BENCH_DIR / 'blackbox.yml'}",
+        f"--config.file={config or BENCH_DIR / 'blackbox.yml'}",
         f"--web.listen-address=127.0.0.1:{port}",
         "--log.level=warn",
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import functools
 import json
 import math
 import re
@@ -204,12 +205,20 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _tls_days_left(cert_der: bytes) -> float | None:
-    """Whole days until the certificate's notAfter (5 days minus a minute -> 4)."""
+@functools.lru_cache(maxsize=1024)
+def _not_after(cert_der: bytes) -> datetime | None:
+    """The certificate's notAfter, parsed once per distinct certificate (a target's, every run)."""
     x509 = optional_module("cryptography.x509")
     try:
-        not_after = x509.load_der_x509_certificate(cert_der).not_valid_after_utc
+        return x509.load_der_x509_certificate(cert_der).not_valid_after_utc
     except ValueError:
+        return None
+
+
+def _tls_days_left(cert_der: bytes) -> float | None:
+    """Whole days until the certificate's notAfter (5 days minus a minute -> 4)."""
+    not_after = _not_after(cert_der)
+    if not_after is None:
         return None
     return float(math.floor((not_after - _utcnow()).total_seconds() / 86400))
 

@@ -12,6 +12,8 @@ from typing import Final, NoReturn, cast
 
 import httptools
 
+from monitor.neterrors import network_reason
+
 __all__ = [
     "BodyError",
     "BodyTooLarge",
@@ -214,6 +216,11 @@ class Exchange(asyncio.Protocol):
         elif not self._headers_done:
             # A reset or TLS error says more than "disconnected"; a clean close says no more.
             self._fail(exc if isinstance(exc, OSError) else ServerDisconnected())
+        elif isinstance(exc, ConnectionError):
+            # A reset mid-body cuts it short however it is framed, and says why.
+            length = content_length(self.head) if self._framed else None
+            of = "" if length is None else f" of {length}"
+            self._fail(BodyError(f"{network_reason(exc)} (received {self._wire_size}{of} bytes)"))
         elif self._framed:
             length = content_length(self.head)
             if length is None:

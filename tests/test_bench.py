@@ -152,3 +152,34 @@ def test_storm_quick_guard_stops_the_pages(tmp_path: Path) -> None:
         for name, target in run.items():
             assert target["met"] in (True, False, None), name
     assert "PagerDuty pages" in proc.stdout and "targets" in proc.stdout
+
+
+HTTPS_TIMEOUT_S = 60
+
+
+@pytest.mark.timeout(HTTPS_TIMEOUT_S + 30)
+def test_https_kind_runs_every_engine_with_verified_tls(tmp_path: Path) -> None:
+    """`--mix https=...`: nginx over TLS with a certificate of a CA made for the run; the daemon,
+    blackbox_exporter and the floor reach it by name and verify it (an untrusted or mismatched
+    certificate would fail every HTTPS run)."""
+    out = tmp_path / "https.json"
+    argv = [str(REPO / "bench" / "run"), "--quick", "--mix", "https=80,tcp=10,websocket=10"]
+    argv += ["--checks", "40", "--interval", "2", "--duration", "1", "--warmup", "0.5", "--trials", "0"]
+    argv += ["--out", str(out), "--workdir", str(tmp_path / "w")]
+    proc = subprocess.run(
+        argv, cwd=REPO, capture_output=True, text=True, timeout=HTTPS_TIMEOUT_S, check=False
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["config"]["mix"] == {"https": 32, "tcp": 4, "websocket": 4}
+    https = result["config"]["https"]
+    assert https["url"].startswith("https://localhost:") and https["url"].endswith("/health")
+    assert "BEGIN CERTIFICATE" in Path(https["ca_file"]).read_text(encoding="ascii")
+    assert set(result["engines"]) == {"daemon", "blackbox", "floor_uvloop"}, result["errors"]
+    for name, engine in result["engines"].items():
+        for key in ENGINE_NUMBERS:
+            assert _is_number(engine[key]), (name, key, engine[key])
+        assert engine["runs"]["success"] > 0, name
+        assert engine["failed_pct"] == 0, (name, engine["runs"])
+    target = result["targets"]["https_mix_cpu_le_0_6x_blackbox"]
+    assert target["met"] in (True, False) and _is_number(target["limit"])
