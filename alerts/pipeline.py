@@ -204,7 +204,11 @@ class AlertPipeline:
         self._unsaved.add(alert.id)
         if transition is Transition.RESOLVED:
             return True
-        elif alert.state is AlertState.FIRING and transition in (Transition.FIRED, Transition.OPENED):
+        elif (
+            alert.state is AlertState.FIRING
+            and transition in (Transition.FIRED, Transition.OPENED)
+            and not self.storming(info.name)  # the storm's lines say it once for all of them
+        ):
             log.warning("alert firing", extra={"alert": alert.id, "check": info.name, "reason": reason})
         return True
 
@@ -232,8 +236,7 @@ class AlertPipeline:
         return up is not None and up.state is not AlertState.RESOLVED
 
     def depends_on(self, check: str) -> tuple[str, ...]:
-        info = self.policy.checks.get(check)
-        return info.depends_on if info is not None else ()
+        return self.policy.depends_on(check)
 
     def blind(self, check: str) -> bool:
         """Every uplink check has a pending or firing `up` alert, and `check` is not one of them."""

@@ -957,6 +957,7 @@ async def _storm(args: argparse.Namespace, opts: Options, workdir: Path) -> int:
         _host(),
         opts.ready_timeout_s,
         _say,
+        opts.profile_s,
     )
     _write_json(out, result)
     print(storm_table(result))

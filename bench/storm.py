@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 
 from bench import procfs, promtext
+from bench import profile as profiling
 from bench.detection import ROUTING_KEY, PagerDutyReceiver
 from bench.services import Child, free_port, start_daemon, start_nginx
 
@@ -31,6 +32,7 @@ PAGES_LIMIT = 2
 LAG_P99_LIMIT_MS = 100.0
 CRITICAL_SLACK_S = 2.0
 _ALERTS_TIMEOUT_S = 60.0
+_HEALTHZ_TIMEOUT_S = 5.0
 
 
 def storm_config(
@@ -112,6 +114,7 @@ async def storm_run(
     ready_timeout_s: float,
     quiet_s: float,
     say: Any,
+    profile_s: float = 0.0,
 ) -> dict[str, Any]:
     name = "storm-guarded" if guard else "storm-unguarded"
     rundir = workdir / name
@@ -157,6 +160,11 @@ async def storm_run(
         await _wait_refused(http_port)  # the listener is gone: every connect is refused from here on
         cut = time.monotonic()
         say(f"{name}: target cut; polling /api/v1/alerts until {checks:,} `up` alerts are critical")
+        profiler = None
+        if profile_s > 0 and guard:  # py-spy from the cut: where the storm's time goes
+            raw, spy_log = rundir / "profile.txt", rundir / "py-spy.log"
+            profiler = asyncio.create_task(profiling.record(daemon.pid, profile_s, raw, "raw", spy_log))
+        health = asyncio.create_task(_probe_healthz(session, f"{base}/healthz"))
         await asyncio.sleep(max(0.0, (trigger_after - 1) * interval_s - 0.5))  # none can be sooner
         poll_s = 0.1 if checks <= 1000 else 0.5
         polls, seen, critical_s, poll_took = 0, 0, None, []
@@ -172,6 +180,8 @@ async def storm_run(
                     break
             await asyncio.sleep(poll_s)
         cpu1 = procfs.cpu_seconds(daemon.pid)
+        health.cancel()
+        healthz_ms = await health
         text1 = await _get(session, f"{base}/metrics")
         s1 = promtext.parse(text1)
         buckets = promtext.bucket_delta(s0, s1)
@@ -192,6 +202,10 @@ async def storm_run(
         settled = len(receiver.pages) == count
         pages = receiver.pages[pages_before:]
         storm_active = _gauge(await _get(session, f"{base}/metrics"), "monitor_storm_active")
+        profile = None
+        if profiler is not None:
+            recorded = await profiler
+            profile = profiling.summarize(raw) if recorded else {"error": f"py-spy failed, see {spy_log}"}
     finally:
         for child in reversed(children):
             await child.stop()
@@ -216,8 +230,35 @@ async def storm_run(
         "runs_started": int(s1.lag_count - s0.lag_count),
         "rss_mb": round(rss[0], 1),
         "rss_peak_mb": round(rss[1], 1),
+        "healthz_ms_p50": _percentile(healthz_ms, 0.5),
+        "healthz_ms_p99": _percentile(healthz_ms, 0.99),
+        "healthz_ms_max": max(healthz_ms, default=None),
+        "healthz_probes": len(healthz_ms),
         "payload_problems": sorted(receiver.problems),
+        **({"profile": profile} if profile is not None else {}),
     }
+
+
+async def _probe_healthz(session: aiohttp.ClientSession, url: str) -> list[float]:
+    """`GET /healthz` every 0.1 s until cancelled: each answer's latency in ms (a stalled loop
+    shows here as it would to a liveness probe; a probe that times out counts as its 5 s)."""
+    took: list[float] = []
+    try:
+        while True:
+            asked = time.monotonic()
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                await _get(session, url, timeout_s=_HEALTHZ_TIMEOUT_S)
+            took.append(round((time.monotonic() - asked) * 1000, 2))
+            await asyncio.sleep(0.1)
+    except asyncio.CancelledError:
+        return took
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def judge(run: dict[str, Any], guarded: bool) -> dict[str, Any]:
@@ -248,6 +289,7 @@ async def run_storm(
     host: dict[str, Any],
     ready_timeout_s: float,
     say: Any,
+    profile_s: float = 0.0,
 ) -> dict[str, Any]:
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     quiet_s = 2.0 if quick else 3.0
@@ -268,7 +310,7 @@ async def run_storm(
         for key, guard in (("storm", True), ("no_guard", False)):
             result[key] = await storm_run(
                 guard, checks, interval_s, trigger_after, workdir, measured, helpers, session,
-                ready_timeout_s, quiet_s, say,
+                ready_timeout_s, quiet_s, say, profile_s,
             )  # fmt: skip
             say(f"{key}: {result[key]}")
     result["targets"] = {"storm": judge(result["storm"], True), "no_guard": judge(result["no_guard"], False)}
@@ -291,6 +333,9 @@ def storm_table(result: dict[str, Any]) -> str:
         ("  one alerts poll, daemon CPU s", "api_poll_cpu_s", ".3f"),
         ("  alerts polls", "api_polls", "d"),
         ("scheduler lag p99 ms", "lag_p99_ms", ".2f"),
+        ("/healthz during it p50 ms", "healthz_ms_p50", ".1f"),
+        ("/healthz during it p99 ms", "healthz_ms_p99", ".1f"),
+        ("/healthz during it max ms", "healthz_ms_max", ".1f"),
         ("RSS MB after", "rss_mb", ".1f"),
     )
     for label, key, spec in rows:
@@ -310,4 +355,10 @@ def storm_table(result: dict[str, Any]) -> str:
             lines.append("PagerDuty payload problems: " + "; ".join(run["payload_problems"]))
         if not run["pages_settled"]:
             lines.append("(pages were still arriving when the count was taken)")
+    profile = result["storm"].get("profile")
+    if profile and profile.get("samples"):
+        lines += ["", f"guarded storm profile ({profile['samples']} samples): components by self time"]
+        lines += [f"  {c['pct']:5.1f}%  {c['name']}" for c in profile["components_self"][:12]]
+        lines += ["top functions by inclusive time"]
+        lines += [f"  {c['pct']:5.1f}%  {c['name']}" for c in profile["top_inclusive"][:30]]
     return "\n".join(lines)
