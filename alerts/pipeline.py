@@ -141,6 +141,20 @@ class AlertPipeline:
                 counts[alert.suppressed] += 1
         return {str(k): v for k, v in counts.items()}
 
+    def counts(self, metric: str | None = None) -> dict[str, int]:
+        """`GET /api/v1/alerts?count=true`: the active alerts (of one metric), pending and firing
+        by severity; a storm's thousands are counted without a view of each."""
+        counts = {"count": 0, "pending": 0, "warning": 0, "critical": 0}
+        for alert in self.active.values():
+            if metric is not None and alert.metric != metric:
+                continue
+            counts["count"] += 1
+            if alert.state is AlertState.PENDING:
+                counts["pending"] += 1
+            elif alert.state is AlertState.FIRING:
+                counts[alert.severity] += 1
+        return counts
+
     def firing_counts(self) -> dict[str, int]:
         counts = {"warning": 0, "critical": 0}
         for alert in self.active.values():

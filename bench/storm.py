@@ -71,16 +71,11 @@ async def _get(session: aiohttp.ClientSession, url: str, timeout_s: float = _ALE
         return await response.text()
 
 
-def _critical_up(alerts_text: str) -> int:
-    """How many checks have a firing, critical `up` alert."""
-    alerts = json.loads(alerts_text)["alerts"]
-    return len(
-        {
-            a["check"]
-            for a in alerts
-            if a.get("metric") == "up" and a.get("severity") == "critical" and a.get("state") == "firing"
-        }
-    )
+def _critical_up(counts_text: str) -> int:
+    """How many `up` alerts are firing and critical (one per check), from
+    `GET /api/v1/alerts?metric=up&count=true`: the API's cheap answer, not 20,000 alerts."""
+    critical: int = json.loads(counts_text)["critical"]
+    return critical
 
 
 async def _wait_refused(port: int, timeout_s: float = 10.0) -> None:
@@ -153,6 +148,11 @@ async def storm_run(
         before = s0.runs.get("success", 0.0)
         if before < checks:
             raise RuntimeError(f"{name}: only {before:.0f} of {checks} checks succeeded before the cut")
+        # The same daemon's CPU over one interval before the cut: what running the checks costs
+        # anyway, so that the storm's own share of `cpu_s` can be told apart.
+        quiet0 = procfs.cpu_seconds(daemon.pid)
+        await asyncio.sleep(interval_s)
+        before_cpu_per_s = (procfs.cpu_seconds(daemon.pid) - quiet0) / interval_s
         pages_before = len(receiver.pages)
         cpu0 = procfs.cpu_seconds(daemon.pid)  # after the scrape: its cost stays out
         # SIGTERM: nginx's fast shutdown, its worker with it (a SIGKILL would leave the worker serving).
@@ -172,7 +172,7 @@ async def storm_run(
         while time.monotonic() - cut < limit_s:
             asked = time.monotonic()
             with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, ValueError):
-                seen = _critical_up(await _get(session, f"{base}/api/v1/alerts"))
+                seen = _critical_up(await _get(session, f"{base}/api/v1/alerts?metric=up&count=true"))
                 polls += 1
                 poll_took.append(time.monotonic() - asked)
                 if seen >= checks:
@@ -192,12 +192,13 @@ async def storm_run(
         with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
             await _get(session, f"{base}/api/v1/alerts")
         poll_cpu_s = procfs.cpu_seconds(daemon.pid) - poll_cpu0
-        # Pages still on their way (the outbox delivers after the alert fires): until quiet.
+        # Pages still on their way (the outbox delivers after the alert fires): until quiet, and
+        # not before the first one (a storm page late is a finding, not "no page").
         settle_deadline = time.monotonic() + max(60.0, checks / 200)
         while time.monotonic() < settle_deadline:
             count = len(receiver.pages)
             await asyncio.sleep(quiet_s)
-            if len(receiver.pages) == count:
+            if len(receiver.pages) == count and count > pages_before:
                 break
         settled = len(receiver.pages) == count
         pages = receiver.pages[pages_before:]
@@ -216,11 +217,15 @@ async def storm_run(
         "critical_seen": seen,
         "pages": len(pages),
         "page_triggers": sum(1 for p in pages if p.action == "trigger"),
+        "first_page_s": round(pages[0].at - cut, 2) if pages else None,
         "pages_before_cut": pages_before,
         "pages_settled": settled,
         "guard": STORM_GUARD_CHECKS if guard else None,
         "storm_active": storm_active,
         "cpu_s": round(cpu1 - cpu0, 3),
+        "cpu_s_same_time_before_cut": (
+            None if critical_s is None else round(before_cpu_per_s * critical_s, 3)
+        ),
         "api_polls": polls,
         "api_poll_s_max": round(max(poll_took), 3) if poll_took else None,
         "api_poll_cpu_s": round(poll_cpu_s, 3),
@@ -273,8 +278,8 @@ def judge(run: dict[str, Any], guarded: bool) -> dict[str, Any]:
             "met": None if run["lag_p99_ms"] is None else run["lag_p99_ms"] < LAG_P99_LIMIT_MS,
         },
     }
-    if guarded:
-        out["pages"] = {"value": run["pages"], "limit": PAGES_LIMIT, "met": run["pages"] <= PAGES_LIMIT}
+    if guarded:  # one storm page at least: none at all would be a storm nobody heard of
+        out["pages"] = {"value": run["pages"], "limit": PAGES_LIMIT, "met": 1 <= run["pages"] <= PAGES_LIMIT}
     return out
 
 
@@ -328,8 +333,10 @@ def storm_table(result: dict[str, Any]) -> str:
     rows = (
         ("cut -> all `up` critical s", "all_critical_s", ".2f"),
         ("PagerDuty pages", "pages", "d"),
+        ("cut -> first page s", "first_page_s", ".2f"),
         ("storm guard checks", "guard", "d"),
         ("daemon CPU s (cut -> critical)", "cpu_s", ".2f"),
+        ("  as long before the cut, CPU s", "cpu_s_same_time_before_cut", ".2f"),
         ("  one alerts poll, daemon CPU s", "api_poll_cpu_s", ".3f"),
         ("  alerts polls", "api_polls", "d"),
         ("scheduler lag p99 ms", "lag_p99_ms", ".2f"),

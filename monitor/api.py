@@ -41,7 +41,10 @@ class ApiSource(Protocol):
     def now(self) -> float: ...
     def checks_view(self, history: bool = False) -> dict[str, Any]: ...
     async def ready(self) -> tuple[bool, str]: ...
-    async def alerts_view(self, resolved_since: float | None) -> list[dict[str, Any]]: ...
+    async def alerts_view(
+        self, resolved_since: float | None, metric: str | None = None
+    ) -> list[dict[str, Any]]: ...
+    def alerts_count(self, metric: str | None) -> dict[str, int]: ...
     async def acknowledge(
         self, alert_id: str, by: str | None, comment: str | None
     ) -> dict[str, Any] | None: ...
@@ -262,10 +265,18 @@ def build_app(source: ApiSource) -> web.Application:
     async def checks(_: web.Request) -> web.Response:
         return web.json_response(source.checks_view())
 
-    async def alerts(request: web.Request) -> web.Response:
+    async def alerts(request: web.Request) -> web.StreamResponse:
         state = request.query.get("state")
         if state not in (None, "resolved"):
             return _error(400, 'state: only "resolved" can be asked for (default: alerts not resolved)')
+        metric = request.query.get("metric")
+        count = request.query.get("count", "false")
+        if count not in ("true", "false"):
+            return _error(400, 'count: "true" or "false"')
+        if count == "true":
+            if state is not None:
+                return _error(400, "count: only alerts not resolved are counted")
+            return web.json_response(source.alerts_count(metric))
         since = None
         if state == "resolved":
             try:
@@ -276,7 +287,7 @@ def build_app(source: ApiSource) -> web.Application:
                 )
             except BadRequest as exc:
                 return _error(400, str(exc))
-        return web.json_response({"alerts": await source.alerts_view(since)})
+        return await _json_in_slices(request, {"alerts": await source.alerts_view(since, metric)})
 
     async def ack(request: web.Request) -> web.Response:
         if denied := authorize(request):
@@ -372,6 +383,33 @@ def build_app(source: ApiSource) -> web.Application:
 
 
 _METRICS_SLICE_CHARS = 64 * 1024  # about a millisecond of rendering between two yields to the loop
+_JSON_SLICE_ITEMS = 200  # list items encoded between two yields to the loop
+
+
+async def _json_in_slices(request: web.Request, answer: dict[str, Any]) -> web.StreamResponse:
+    """`answer` as JSON, its long lists encoded a slice at a time with the loop let run in
+    between: encoding a storm's tens of thousands of alerts at once would hold up every check."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
+    await response.prepare(request)
+    parts: list[str] = []
+    for i, (key, value) in enumerate(answer.items()):
+        parts.append(("{" if i == 0 else ", ") + json.dumps(key) + ": ")
+        if not isinstance(value, list) or len(value) <= _JSON_SLICE_ITEMS:
+            parts.append(json.dumps(value))
+            continue
+        for start in range(0, len(value), _JSON_SLICE_ITEMS):
+            items = json.dumps(value[start : start + _JSON_SLICE_ITEMS])[1:-1]
+            parts.append(("[" if start == 0 else ", ") + items)
+            await response.write("".join(parts).encode())
+            parts.clear()
+            await asyncio.sleep(0)
+        parts.append("]")
+    parts.append("{}" if not answer else "}")
+    await response.write("".join(parts).encode())
+    await response.write_eof()
+    return response
+
+
 _COLOURS = {"ok": "#2e7d32", "warning": "#ef6c00", "critical": "#c62828", "unknown": "#757575"}
 
 
