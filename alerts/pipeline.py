@@ -47,6 +47,7 @@ class AlertPipeline:
         self.active: dict[str, Alert] = {}  # pending and firing, by id
         self.silences: dict[str, Silence] = {}
         self._by_check: dict[str, dict[str, Alert]] = {}  # check -> its active alerts by metric
+        self._infos: dict[str, CheckInfo] = {}  # what alerting knows of the checks with alerts
         self._last_seen: dict[str, float] = {}  # check -> time of its latest evaluation
         self._changes: dict[str, list[float]] = {}  # alert id -> recent state change times
         self._flapping: set[str] = set()  # alert ids flapping now (one notice each)
@@ -69,6 +70,7 @@ class AlertPipeline:
         self._maintenance = MaintenanceWindows(policy.maintenance, policy.timezone)
         self._hours = BusinessHours(policy.business_hours, policy.timezone)
         self._uplink = frozenset(policy.uplink)
+        self._infos = {}
         # A reload may change the routes: the storm's are looked up again by key.
         self._storm_routes = {
             k: policy.routes_by_key[k] for k in self._storm_routes if k in policy.routes_by_key
@@ -115,6 +117,7 @@ class AlertPipeline:
             mine.pop(alert.metric, None)
             if not mine:
                 del self._by_check[alert.check]
+                self._infos.pop(alert.check, None)
 
     def alerts_of(self, check: str) -> list[Alert]:
         return list(self._by_check.get(check, {}).values())
@@ -183,9 +186,13 @@ class AlertPipeline:
     ) -> None:
         """One evaluation of one check: every row that applied to its latest run."""
         self._last_seen[check] = now
-        info = self.policy.checks.get(check)
+        info = self._infos.get(check)
         if info is None:
-            return
+            info = self.policy.checks.get(check)
+            if info is None:
+                return
+            if check in self._by_check:  # kept while it has alerts: made anew on every run else
+                self._infos[check] = info
         touched = False
         for row in rows:
             touched |= await self._count(info, row, reason, now)
@@ -194,7 +201,8 @@ class AlertPipeline:
             for name in (check, *self.policy.dependents(check)):
                 for alert in self.alerts_of(name):
                     await self._decide(alert, now)
-            await self._storm_notify(now)
+            if self._storm_news():
+                await self._storm_notify(now)
 
     async def _count(self, info: CheckInfo, row: RowEvaluation, reason: str | None, now: float) -> bool:
         alert = self._by_check.get(info.name, {}).get(row.metric)
@@ -301,8 +309,14 @@ class AlertPipeline:
         storm's repeats and its end. The loop is given back every _TICK_SLICE alerts: a mass
         outage holds up no check."""
         await self._storm_notify(now)
-        order = {name: i for i, name in enumerate(self.policy.checks)}
-        for done, alert in enumerate(sorted(self.active.values(), key=lambda a: order.get(a.check, 0))):
+        # Without windows, silences or an uplink, time alone changes nothing for an alert that an
+        # outage swallowed before it was notified: a storm's thousands are not decided every tick.
+        timeless = not (self.policy.maintenance or self.silences or self._uplink)
+        due = [a for a in self.active.values() if not (timeless and self._swallowed(a))]
+        if due:
+            order = {name: i for i, name in enumerate(self.policy.checks)}
+            due.sort(key=lambda a: order.get(a.check, 0))
+        for done, alert in enumerate(due):
             if done and done % _TICK_SLICE == 0:
                 await asyncio.sleep(0)
             if self.active.get(alert.id) is alert:  # else resolved while the tick gave way
@@ -310,6 +324,19 @@ class AlertPipeline:
         for silence in [s for s in self.silences.values() if s.end <= now]:
             del self.silences[silence.id]
             await self.store.delete_silence(silence.id)
+
+    def _swallowed(self, alert: Alert) -> bool:
+        """Suppressed for good by the outage it began in (never notified, sticky) and decided
+        since its last change: its next decision is its next run's."""
+        return (
+            alert.sticky is not None
+            and alert.suppressed is alert.sticky
+            and alert.notified_severity is None
+            and alert.state is not AlertState.RESOLVED
+            and not alert.flapping
+            and alert.id not in self._flapping
+            and alert.id not in self._unsaved
+        )
 
     # ------------------------------------------------------------ deciding
 
@@ -346,10 +373,10 @@ class AlertPipeline:
         changed = (flapping, suppressed, sticky) != (alert.flapping, alert.suppressed, alert.sticky)
         if not (outgoing or plan or resolved or changed or alert.id in self._unsaved):
             return
-        new = alert.copy()
-        new.flapping, new.suppressed, new.sticky = flapping, suppressed, sticky
-        stages.apply(new, plan, now)
-        if new.state is not AlertState.PENDING or outgoing:  # a pending alert lives in memory only
+        if alert.state is not AlertState.PENDING or outgoing:  # a pending alert lives in memory only
+            new = alert.copy()
+            new.flapping, new.suppressed, new.sticky = flapping, suppressed, sticky
+            stages.apply(new, plan, now)
             self._deciding.add(alert.id)
             try:
                 await self._write(new, outgoing, active=not resolved)
@@ -423,6 +450,17 @@ class AlertPipeline:
                     self._storm_routes.setdefault(r.key, r)
         elif alert.metric == "up":
             storm.members.pop(alert.check, None)
+
+    def _storm_news(self) -> bool:
+        """What a run can change of the storm: a notifier it must now reach, or its end (its
+        repeats are the tick's)."""
+        storm = self.storm
+        if storm is None:
+            return False
+        unnotified = any(
+            n not in storm.notified for r in self._storm_routes.values() for n in r.config.notify
+        )
+        return unnotified or stages.storm_over(len(storm.members), self.policy.alerts.storm)
 
     async def _storm_notify(self, now: float) -> None:
         """The storm's notifications, stored with its state: the start to each notifier (when the
