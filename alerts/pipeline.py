@@ -71,6 +71,8 @@ class AlertPipeline:
         self._hours = BusinessHours(policy.business_hours, policy.timezone)
         self._uplink = frozenset(policy.uplink)
         self._infos = {}
+        if policy.checks:  # (empty while the daemon is built: then `load` does it)
+            policy.dependents("")  # found now, not in the middle of the first outage's runs
         # A reload may change the routes: the storm's are looked up again by key.
         self._storm_routes = {
             k: policy.routes_by_key[k] for k in self._storm_routes if k in policy.routes_by_key
@@ -82,6 +84,7 @@ class AlertPipeline:
         """Continue where the previous process stopped: active alerts with their counts, acks,
         silences. A document that cannot be read is skipped, not allowed to stop the start."""
         storms = []
+        self.policy.dependents("")  # the checks are all known by now: see `policy`
         for doc in await self.store.load_alerts(active=True):
             try:
                 if doc.get("kind") == STORM_KIND:
