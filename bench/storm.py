@@ -146,6 +146,9 @@ async def storm_run(
                 break
             await asyncio.sleep(0.5)
         before = s0.runs.get("success", 0.0)
+        # Runs that failed before the cut (a machine too busy for the daemon: timeouts) may have
+        # begun a storm already: such a run measures something else, and says so.
+        storm_before_cut = _gauge(text0, "monitor_storm_active")
         if before < checks:
             raise RuntimeError(f"{name}: only {before:.0f} of {checks} checks succeeded before the cut")
         # The same daemon's CPU over one interval before the cut: what running the checks costs
@@ -222,6 +225,7 @@ async def storm_run(
         "pages_settled": settled,
         "guard": STORM_GUARD_CHECKS if guard else None,
         "storm_active": storm_active,
+        "storm_before_cut": storm_before_cut,
         "cpu_s": round(cpu1 - cpu0, 3),
         "cpu_s_same_time_before_cut": (
             None if critical_s is None else round(before_cpu_per_s * critical_s, 3)
@@ -360,6 +364,8 @@ def storm_table(result: dict[str, Any]) -> str:
     for run in (result["storm"], result["no_guard"]):
         if run["payload_problems"]:
             lines.append("PagerDuty payload problems: " + "; ".join(run["payload_problems"]))
+        if run.get("storm_before_cut"):
+            lines.append("(a storm had begun before the cut: checks failed on a machine too busy)")
         if not run["pages_settled"]:
             lines.append("(pages were still arriving when the count was taken)")
     profile = result["storm"].get("profile")
