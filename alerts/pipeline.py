@@ -376,6 +376,10 @@ class AlertPipeline:
         changed = (flapping, suppressed, sticky) != (alert.flapping, alert.suppressed, alert.sticky)
         if not (outgoing or plan or resolved or changed or alert.id in self._unsaved):
             return
+        if sticky is Suppression.STORM and alert.state is AlertState.FIRING:
+            # The storm's page is due from now (the tick sends it): not only once this alert's
+            # write is done, which waits behind those of every alert firing with it.
+            self._storm_reach(alert)
         if alert.state is not AlertState.PENDING or outgoing:  # a pending alert lives in memory only
             new = alert.copy()
             new.flapping, new.suppressed, new.sticky = flapping, suppressed, sticky
@@ -447,12 +451,17 @@ class AlertPipeline:
         if alert.sticky is Suppression.STORM and alert.state is not AlertState.RESOLVED:
             if alert.metric == "up":
                 storm.members.setdefault(alert.check, None)
-            if alert.state is AlertState.FIRING and alert.id not in self._storm_fired:
-                self._storm_fired.add(alert.id)
-                for r in stages.route(alert, self.policy.routes):
-                    self._storm_routes.setdefault(r.key, r)
+            if alert.state is AlertState.FIRING:
+                self._storm_reach(alert)
         elif alert.metric == "up":
             storm.members.pop(alert.check, None)
+
+    def _storm_reach(self, alert: Alert) -> None:
+        """The storm's routes take in those of a firing alert it swallowed."""
+        if self.storm is not None and alert.id not in self._storm_fired:
+            self._storm_fired.add(alert.id)
+            for r in stages.route(alert, self.policy.routes):
+                self._storm_routes.setdefault(r.key, r)
 
     def _storm_news(self) -> bool:
         """What a run can change of the storm: a notifier it must now reach, or its end (its
