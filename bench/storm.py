@@ -205,7 +205,9 @@ async def storm_run(
                 break
         settled = len(receiver.pages) == count
         pages = receiver.pages[pages_before:]
-        storm_active = _gauge(await _get(session, f"{base}/metrics"), "monitor_storm_active")
+        storm_active = None  # a daemon still busy delivering 20,000 pages may not answer in time
+        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+            storm_active = _gauge(await _get(session, f"{base}/metrics"), "monitor_storm_active")
         profile = None
         if profiler is not None:
             recorded = await profiler
