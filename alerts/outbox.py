@@ -164,14 +164,21 @@ class Outbox:
             payloads = [(n, p) for n, p in payloads if n in self._queues]  # (after a reload)
             task = asyncio.ensure_future(self.store.commit(alert, payloads, now))
             writes.append((key, alert, payloads, task))
+        queued = 0  # writes whose rows are queued (or that failed), in order
         try:
-            await asyncio.wait([task for *_, task in writes])
+            for *_, task in writes:  # each one's rows queued once it is stored, not the whole batch
+                if not task.done():
+                    await asyncio.wait([task])
+                if _outcome(task) is None:
+                    for item in task.result():
+                        self._enqueue(item)
+                queued += 1
         finally:
             outcomes = [(key, alert, payloads, task, _outcome(task)) for key, alert, payloads, task in writes]
             for key, alert, payloads, _, error in reversed(outcomes):  # back in front, in order
                 if isinstance(error, StoreError | asyncio.CancelledError):
                     self._hold(key, alert, payloads, first=True)
-            for *_, task, error in outcomes:
+            for *_, task, error in outcomes[queued:]:  # stored while a cancelled flush waited
                 if error is None:
                     for item in task.result():
                         self._enqueue(item)
