@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import time
 from datetime import UTC, datetime
@@ -307,6 +308,7 @@ async def run_storm(
     result: dict[str, Any] = {
         "schema": 1,
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_average": [round(x, 2) for x in os.getloadavg()],  # a shared machine: how busy it was
         "host": host,
         "config": {
             "checks": checks,
