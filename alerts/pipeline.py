@@ -386,6 +386,8 @@ class AlertPipeline:
             stages.apply(new, plan, now)
             self._deciding.add(alert.id)
             try:
+                if self._storm_news():  # the storm's page is held before this write, not after it
+                    await self._storm_notify(now)
                 await self._write(new, outgoing, active=not resolved)
             except Exception as exc:  # the store is failing: the same decision is taken next round
                 log.error("alert not stored, deciding again", extra={"alert": alert.id, "reason": str(exc)})
