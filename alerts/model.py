@@ -87,15 +87,23 @@ class AlertPolicy:
     shard: int = 0  # [cluster] shard: names the storm's PagerDuty incident
 
     @functools.cached_property
-    def _dependents(self) -> dict[str, tuple[str, ...]]:
+    def _dependencies(self) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
+        """(check -> the checks it depends on, check -> the checks depending on it), only for
+        checks that have any: asked on every decision, so not looked up in `checks` each time."""
+        depends: dict[str, tuple[str, ...]] = {}
         found: dict[str, list[str]] = {}
         for c in self.checks.values():
+            if c.depends_on:
+                depends[c.name] = c.depends_on
             for dep in c.depends_on:
                 found.setdefault(dep, []).append(c.name)
-        return {k: tuple(v) for k, v in found.items()}
+        return depends, {k: tuple(v) for k, v in found.items()}
+
+    def depends_on(self, check: str) -> tuple[str, ...]:
+        return self._dependencies[0].get(check, ())
 
     def dependents(self, check: str) -> tuple[str, ...]:
-        return self._dependents.get(check, ())
+        return self._dependencies[1].get(check, ())
 
     @functools.cached_property
     def routes_by_key(self) -> dict[str, Route]:
@@ -176,7 +184,14 @@ class Alert:
         return cls(**doc)
 
     def copy(self) -> Alert:
-        return Alert.from_doc(self.to_doc())
+        """Nothing mutable shared with this alert (a decision is tried on the copy first)."""
+        new = Alert(*[getattr(self, name) for name in _ALERT_FIELDS])
+        new.labels = dict(self.labels)
+        new.progress = {
+            key: RouteProgress(p.first_at, p.last_at, p.escalated, p.held, list(p.notifiers))
+            for key, p in self.progress.items()
+        }
+        return new
 
     def notification(self, event: Event, now: float, note: str | None = None) -> Notification:
         return Notification(

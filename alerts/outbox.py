@@ -41,6 +41,17 @@ class Lease(Protocol):
         ...
 
 
+def _outcome(task: asyncio.Future[Any]) -> BaseException | None:
+    """Why a write did not get stored (a write still going when its flush was cancelled is
+    held again, as one cancelled mid-write always was), or None once it is."""
+    if not task.done():
+        task.cancel()
+        return asyncio.CancelledError()
+    if task.cancelled():
+        return asyncio.CancelledError()
+    return task.exception()
+
+
 def backoff_s(attempts: int, jitter: float = 1.0) -> float:
     """Delay before attempt `attempts + 1`: 1 s doubling to 5 min; `jitter` in [0.8, 1.2]
     spreads notifiers that failed together."""
@@ -150,19 +161,13 @@ class Outbox:
 
     async def flush(self) -> None:
         """Store what is held, oldest first, and queue its notifications; stops at the first
-        store failure (counted and logged by the store), leaving the rest for the next flush."""
+        store failure (counted and logged by the store), leaving the rest for the next flush.
+        Everything held is handed to the store at once: the store's writer commits what arrives
+        together in one transaction (a storm's thousands of alerts are a few, not thousands)."""
         async with self._flushing:
             try:
                 while self._unstored:
-                    key, (alert, payloads) = self._unstored.popitem(last=False)
-                    payloads = [(n, p) for n, p in payloads if n in self._queues]  # (after a reload)
-                    try:
-                        items = await self.store.commit(alert, payloads, self.clock.now())
-                    except (StoreError, asyncio.CancelledError):
-                        self._hold(key, alert, payloads, first=True)
-                        raise
-                    for item in items:
-                        self._enqueue(item)
+                    await self._store_held()
                 for entry in list(self._unsettled.values()):
                     item, status = entry
                     await self._store_status(item, status)
@@ -172,6 +177,36 @@ class Outbox:
                 self._stalled = True
                 return
             self._stalled = False
+
+    async def _store_held(self) -> None:
+        held = [self._unstored.popitem(last=False) for _ in range(len(self._unstored))]
+        now = self.clock.now()
+        writes = []
+        for key, (alert, payloads) in held:
+            payloads = [(n, p) for n, p in payloads if n in self._queues]  # (after a reload)
+            task = asyncio.ensure_future(self.store.commit(alert, payloads, now))
+            writes.append((key, alert, payloads, task))
+        queued = 0  # writes whose rows are queued (or that failed), in order
+        try:
+            for *_, task in writes:  # each one's rows queued once it is stored, not the whole batch
+                if not task.done():
+                    await asyncio.wait([task])
+                if _outcome(task) is None:
+                    for item in task.result():
+                        self._enqueue(item)
+                queued += 1
+        finally:
+            outcomes = [(key, alert, payloads, task, _outcome(task)) for key, alert, payloads, task in writes]
+            for key, alert, payloads, _, error in reversed(outcomes):  # back in front, in order
+                if isinstance(error, StoreError | asyncio.CancelledError):
+                    self._hold(key, alert, payloads, first=True)
+            for *_, task, error in outcomes[queued:]:  # stored while a cancelled flush waited
+                if error is None:
+                    for item in task.result():
+                        self._enqueue(item)
+        for *_, error in outcomes:
+            if error is not None:
+                raise error  # the first: a store failure, or the one write's own fault
 
     def _enqueue(self, item: OutboxItem) -> None:
         queue = self._queues.get(item.notifier)

@@ -57,6 +57,7 @@ class AlertPipeline:
         self.active: dict[str, Alert] = {}  # pending and firing, by id
         self.silences: dict[str, Silence] = {}
         self._by_check: dict[str, dict[str, Alert]] = {}  # check -> its active alerts by metric
+        self._infos: dict[str, CheckInfo] = {}  # what alerting knows of the checks with alerts
         self._last_seen: dict[str, float] = {}  # check -> time of its latest evaluation
         self._changes: dict[str, list[float]] = {}  # alert id -> recent state change times
         self._flapping: set[str] = set()  # alert ids flapping now (one notice each)
@@ -80,6 +81,9 @@ class AlertPipeline:
         self._maintenance = MaintenanceWindows(policy.maintenance, policy.timezone)
         self._hours = BusinessHours(policy.business_hours, policy.timezone)
         self._uplink = frozenset(policy.uplink)
+        self._infos = {}
+        if policy.checks:  # (empty while the daemon is built: then `load` does it)
+            policy.dependents("")  # found now, not in the middle of the first outage's runs
         # A reload may change the routes: the storm's are looked up again by key.
         self._storm_routes = {
             k: policy.routes_by_key[k] for k in self._storm_routes if k in policy.routes_by_key
@@ -95,6 +99,7 @@ class AlertPipeline:
         silences = await self.store.load_silences()
         self._reset()
         storms = []
+        self.policy.dependents("")  # the checks are all known by now: see `policy`
         for doc in docs:
             try:
                 if doc.get("kind") == STORM_KIND:
@@ -149,6 +154,7 @@ class AlertPipeline:
             mine.pop(alert.metric, None)
             if not mine:
                 del self._by_check[alert.check]
+                self._infos.pop(alert.check, None)
 
     def alerts_of(self, check: str) -> list[Alert]:
         return list(self._by_check.get(check, {}).values())
@@ -174,6 +180,20 @@ class AlertPipeline:
             if alert.suppressed is not None:
                 counts[alert.suppressed] += 1
         return {str(k): v for k, v in counts.items()}
+
+    def counts(self, metric: str | None = None) -> dict[str, int]:
+        """`GET /api/v1/alerts?count=true`: the active alerts (of one metric), pending and firing
+        by severity; a storm's thousands are counted without a view of each."""
+        counts = {"count": 0, "pending": 0, "warning": 0, "critical": 0}
+        for alert in self.active.values():
+            if metric is not None and alert.metric != metric:
+                continue
+            counts["count"] += 1
+            if alert.state is AlertState.PENDING:
+                counts["pending"] += 1
+            elif alert.state is AlertState.FIRING:
+                counts[alert.severity] += 1
+        return counts
 
     def firing_counts(self) -> dict[str, int]:
         counts = {"warning": 0, "critical": 0}
@@ -203,9 +223,13 @@ class AlertPipeline:
     ) -> None:
         """One evaluation of one check: every row that applied to its latest run."""
         self._last_seen[check] = now
-        info = self.policy.checks.get(check)
+        info = self._infos.get(check)
         if info is None:
-            return
+            info = self.policy.checks.get(check)
+            if info is None:
+                return
+            if check in self._by_check:  # kept while it has alerts: made anew on every run else
+                self._infos[check] = info
         touched = False
         for row in rows:
             touched |= await self._count(info, row, reason, now)
@@ -214,7 +238,8 @@ class AlertPipeline:
             for name in (check, *self.policy.dependents(check)):
                 for alert in self.alerts_of(name):
                     await self._decide(alert, now)
-            await self._storm_notify(now)
+            if self._storm_news():
+                await self._storm_notify(now)
 
     async def _count(self, info: CheckInfo, row: RowEvaluation, reason: str | None, now: float) -> bool:
         alert = self._by_check.get(info.name, {}).get(row.metric)
@@ -238,7 +263,11 @@ class AlertPipeline:
         self._unsaved.add(alert.id)
         if transition is Transition.RESOLVED:
             return True
-        elif alert.state is AlertState.FIRING and transition in (Transition.FIRED, Transition.OPENED):
+        elif (
+            alert.state is AlertState.FIRING
+            and transition in (Transition.FIRED, Transition.OPENED)
+            and not self.storming(info.name)  # the storm's lines say it once for all of them
+        ):
             log.warning("alert firing", extra={"alert": alert.id, "check": info.name, "reason": reason})
         return True
 
@@ -268,8 +297,7 @@ class AlertPipeline:
         return up is not None and up.state is not AlertState.RESOLVED
 
     def depends_on(self, check: str) -> tuple[str, ...]:
-        info = self.policy.checks.get(check)
-        return info.depends_on if info is not None else ()
+        return self.policy.depends_on(check)
 
     def blind(self, check: str) -> bool:
         """Every uplink check has a pending or firing `up` alert, and `check` is not one of them."""
@@ -320,8 +348,14 @@ class AlertPipeline:
         storm's repeats and its end. The loop is given back every _TICK_SLICE alerts: a mass
         outage holds up no check."""
         await self._storm_notify(now)
-        order = {name: i for i, name in enumerate(self.policy.checks)}
-        for done, alert in enumerate(sorted(self.active.values(), key=lambda a: order.get(a.check, 0))):
+        # Without windows, silences or an uplink, time alone changes nothing for an alert that an
+        # outage swallowed before it was notified: a storm's thousands are not decided every tick.
+        timeless = not (self.policy.maintenance or self.silences or self._uplink)
+        due = [a for a in self.active.values() if not (timeless and self._swallowed(a))]
+        if due:
+            order = {name: i for i, name in enumerate(self.policy.checks)}
+            due.sort(key=lambda a: order.get(a.check, 0))
+        for done, alert in enumerate(due):
             if done and done % _TICK_SLICE == 0:
                 await asyncio.sleep(0)
             if self.active.get(alert.id) is alert:  # else resolved while the tick gave way
@@ -329,6 +363,19 @@ class AlertPipeline:
         for silence in [s for s in self.silences.values() if s.end <= now]:
             del self.silences[silence.id]
             await self.store.delete_silence(silence.id)
+
+    def _swallowed(self, alert: Alert) -> bool:
+        """Suppressed for good by the outage it began in (never notified, sticky) and decided
+        since its last change: its next decision is its next run's."""
+        return (
+            alert.sticky is not None
+            and alert.suppressed is alert.sticky
+            and alert.notified_severity is None
+            and alert.state is not AlertState.RESOLVED
+            and not alert.flapping
+            and alert.id not in self._flapping
+            and alert.id not in self._unsaved
+        )
 
     # ------------------------------------------------------------ deciding
 
@@ -365,12 +412,18 @@ class AlertPipeline:
         changed = (flapping, suppressed, sticky) != (alert.flapping, alert.suppressed, alert.sticky)
         if not (outgoing or plan or resolved or changed or alert.id in self._unsaved):
             return
-        new = alert.copy()
-        new.flapping, new.suppressed, new.sticky = flapping, suppressed, sticky
-        stages.apply(new, plan, now)
-        if new.state is not AlertState.PENDING or outgoing:  # a pending alert lives in memory only
+        if sticky is Suppression.STORM and alert.state is AlertState.FIRING:
+            # The storm's page is due from now (the tick sends it): not only once this alert's
+            # write is done, which waits behind those of every alert firing with it.
+            self._storm_reach(alert)
+        if alert.state is not AlertState.PENDING or outgoing:  # a pending alert lives in memory only
+            new = alert.copy()
+            new.flapping, new.suppressed, new.sticky = flapping, suppressed, sticky
+            stages.apply(new, plan, now)
             self._deciding.add(alert.id)
             try:
+                if self._storm_news():  # the storm's page is held before this write, not after it
+                    await self._storm_notify(now)
                 await self._write(new, outgoing, active=not resolved)
             except Exception as exc:  # the store is failing: the same decision is taken next round
                 log.error("alert not stored, deciding again", extra={"alert": alert.id, "reason": str(exc)})
@@ -443,12 +496,28 @@ class AlertPipeline:
         if alert.sticky is Suppression.STORM and alert.state is not AlertState.RESOLVED:
             if alert.metric == "up":
                 storm.members.setdefault(alert.check, None)
-            if alert.state is AlertState.FIRING and alert.id not in self._storm_fired:
-                self._storm_fired.add(alert.id)
-                for r in stages.route(alert, self.policy.routes):
-                    self._storm_routes.setdefault(r.key, r)
+            if alert.state is AlertState.FIRING:
+                self._storm_reach(alert)
         elif alert.metric == "up":
             storm.members.pop(alert.check, None)
+
+    def _storm_reach(self, alert: Alert) -> None:
+        """The storm's routes take in those of a firing alert it swallowed."""
+        if self.storm is not None and alert.id not in self._storm_fired:
+            self._storm_fired.add(alert.id)
+            for r in stages.route(alert, self.policy.routes):
+                self._storm_routes.setdefault(r.key, r)
+
+    def _storm_news(self) -> bool:
+        """What a run can change of the storm: a notifier it must now reach, or its end (its
+        repeats are the tick's)."""
+        storm = self.storm
+        if storm is None:
+            return False
+        unnotified = any(
+            n not in storm.notified for r in self._storm_routes.values() for n in r.config.notify
+        )
+        return unnotified or stages.storm_over(len(storm.members), self.policy.alerts.storm)
 
     async def _storm_notify(self, now: float) -> None:
         """The storm's notifications, stored with its state: the start to each notifier (when the

@@ -85,6 +85,8 @@ def load_config(
             if kind in ("http", "https"):
                 out.append(f"url = {_toml(targets.https_url if kind == 'https' else targets.http_url)}\n")
                 out.append('expect_status = [200]\nexpect_json = { status = "ok" }\n')
+                if kind == "https":  # the bench's own CA, trusted instead of the system's
+                    out.append(f"tls_ca = {_toml(targets.ca_file)}\n")
             elif kind == "tcp":
                 out.append(f"host = {_toml(targets.tcp_host)}\nport = {targets.tcp_port}\n")
             else:

@@ -199,10 +199,8 @@ async def measure_daemon(
         opts.runbook_rows,
     )
     started = time.monotonic()
-    # The `https` kind's CA: OpenSSL's default verify paths (the checks' contexts) read SSL_CERT_FILE.
-    env = {"SSL_CERT_FILE": targets.ca_file} if targets.ca_file else None
     daemon = await start_daemon(
-        "daemon", config, workdir, cpus.measured, session, port, opts.ready_timeout_s, strict=False, env=env
+        "daemon", config, workdir, cpus.measured, session, port, opts.ready_timeout_s, strict=False
     )
     ready = daemon.ready
     timeline: list[list[float]] = []
@@ -996,6 +994,7 @@ async def _storm(args: argparse.Namespace, opts: Options, workdir: Path) -> int:
         _host(),
         opts.ready_timeout_s,
         _say,
+        opts.profile_s,
     )
     _write_json(out, result)
     print(storm_table(result))

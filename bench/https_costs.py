@@ -80,15 +80,13 @@ async def _timed(n: int, concurrency: int, one: Callable[[], Awaitable[Any]]) ->
 async def measure(
     https_url: str, http_url: str, ca_file: Path, n: int, concurrency: int, repeat: int
 ) -> dict[str, Any]:
-    # The checks' verifying contexts read the CA through OpenSSL's default verify paths.
-    os.environ["SSL_CERT_FILE"] = str(ca_file)
     import aiohttp
 
     from checks.base import CheckDeps
     from checks.http import HttpCheck, HttpCheckConfig, _tls_days_left
     from checks.httpclient import PreparedRequest
-    from checks.tls import TlsOptions
     from monitor.runner import run_check
+    from monitor.tls import TlsOptions
 
     loop = asyncio.get_running_loop()
     context = client_context(ca_file)
@@ -98,6 +96,8 @@ async def measure(
 
     def check(url: str) -> HttpCheck:
         config = {"name": "c", "type": "http", "url": url, "timeout": "5s"}
+        if url.startswith("https:"):
+            config["tls_ca"] = str(ca_file)
         config |= {"expect_status": [200], "expect_json": {"status": "ok"}}
         return HttpCheck(HttpCheckConfig.model_validate(config), deps)
 
@@ -111,7 +111,9 @@ async def measure(
         result = await run_check(http_check)
         assert result.up, result.reason
 
-    request = PreparedRequest("GET", https_url, {}, tls=TlsOptions(), keep_body=True, max_body=1_000_000)
+    request = PreparedRequest(
+        "GET", https_url, {}, tls=TlsOptions(ca=str(ca_file)), keep_body=True, max_body=1_000_000
+    )
 
     async def own_client() -> None:
         response = await request.send()

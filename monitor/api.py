@@ -45,7 +45,10 @@ class ApiSource(Protocol):
     def now(self) -> float: ...
     def checks_view(self, history: bool = False) -> dict[str, Any]: ...
     async def ready(self) -> tuple[bool, str]: ...
-    async def alerts_view(self, resolved_since: float | None) -> list[dict[str, Any]]: ...
+    async def alerts_view(
+        self, resolved_since: float | None, metric: str | None = None
+    ) -> list[dict[str, Any]]: ...
+    def alerts_count(self, metric: str | None) -> dict[str, int]: ...
     async def acknowledge(
         self, alert_id: str, by: str | None, comment: str | None
     ) -> dict[str, Any] | None: ...
@@ -345,22 +348,32 @@ def build_app(source: ApiSource) -> web.Application:
         colour = badges.BLUE if state is None else badges.STATE_COLOURS[state]
         return _svg(badges.badge("latency p95", badges.latency_text(recent[-1]), colour))
 
-    async def alerts(request: web.Request) -> web.Response:
+    async def alerts(request: web.Request) -> web.StreamResponse:
         state = request.query.get("state")
         if state not in (None, "resolved"):
             return _error(400, 'state: only "resolved" can be asked for (default: alerts not resolved)')
-        if state is None:
-            # The storm is part of what goes on now, not of the history.
-            return web.json_response({"alerts": await source.alerts_view(None), "storm": source.storm_view()})
-        try:
-            since = (
-                parse_time(request.query["since"], "since", source.timezone)
-                if "since" in request.query
-                else 0.0
-            )
-        except BadRequest as exc:
-            return _error(400, str(exc))
-        return web.json_response({"alerts": await source.alerts_view(since)})
+        metric = request.query.get("metric")
+        count = request.query.get("count", "false")
+        if count not in ("true", "false"):
+            return _error(400, 'count: "true" or "false"')
+        if count == "true":
+            if state is not None:
+                return _error(400, "count: only alerts not resolved are counted")
+            return web.json_response(source.alerts_count(metric))
+        since = None
+        if state == "resolved":
+            try:
+                since = (
+                    parse_time(request.query["since"], "since", source.timezone)
+                    if "since" in request.query
+                    else 0.0
+                )
+            except BadRequest as exc:
+                return _error(400, str(exc))
+        if state is None:  # the storm is part of what goes on now, not of the history
+            answer = {"alerts": await source.alerts_view(None, metric), "storm": source.storm_view()}
+            return await _json_in_slices(request, answer)
+        return await _json_in_slices(request, {"alerts": await source.alerts_view(since, metric)})
 
     async def ack(request: web.Request) -> web.Response:
         if denied := authorize(request):
@@ -464,3 +477,28 @@ def build_app(source: ApiSource) -> web.Application:
 
 
 _METRICS_SLICE_CHARS = 64 * 1024  # about a millisecond of rendering between two yields to the loop
+_JSON_SLICE_ITEMS = 200  # list items encoded between two yields to the loop
+
+
+async def _json_in_slices(request: web.Request, answer: dict[str, Any]) -> web.StreamResponse:
+    """`answer` as JSON, its long lists encoded a slice at a time with the loop let run in
+    between: encoding a storm's tens of thousands of alerts at once would hold up every check."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
+    await response.prepare(request)
+    parts: list[str] = []
+    for i, (key, value) in enumerate(answer.items()):
+        parts.append(("{" if i == 0 else ", ") + json.dumps(key) + ": ")
+        if not isinstance(value, list) or len(value) <= _JSON_SLICE_ITEMS:
+            parts.append(json.dumps(value))
+            continue
+        for start in range(0, len(value), _JSON_SLICE_ITEMS):
+            items = json.dumps(value[start : start + _JSON_SLICE_ITEMS])[1:-1]
+            parts.append(("[" if start == 0 else ", ") + items)
+            await response.write("".join(parts).encode())
+            parts.clear()
+            await asyncio.sleep(0)
+        parts.append("]")
+    parts.append("{}" if not answer else "}")
+    await response.write("".join(parts).encode())
+    await response.write_eof()
+    return response

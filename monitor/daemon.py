@@ -56,6 +56,7 @@ TICK_S = 1.0  # how often time-driven alerting work (repeat, escalation, windows
 STOP_FLUSH_S = 1.0  # at SIGTERM, how long a failing store is given for what it has not taken
 FOLLOW_S = 1.0  # how often a follower reads the leader's alerts and silences from the store
 HISTORY_FLUSH_S = 60.0  # run history goes to the store in one batch this often (and at stop)
+VIEW_SLICE = 500  # alerts shown by the API between two yields to the loop
 
 
 def _raise_open_files_limit() -> None:
@@ -529,7 +530,9 @@ class Daemon:
         rt.observe(result.latency_ms / 1000, result.outcome)
         self.run_history.record(name, result.up, result.latency_ms, now)
         breaching = rt.evaluator.observe(result, now)
-        if was_up is not result.up:
+        # During a storm its own lines say how many are down (the API says which): a line per
+        # check would be tens of thousands at once.
+        if was_up is not result.up and not self.alerts.storming(name):
             if result.up:
                 if was_up is not None:  # a first run that succeeds changes nothing worth a line
                     log.info("check up", extra={"check": name})
@@ -587,12 +590,23 @@ class Daemon:
             rt.suppressed = self.alerts.check_suppression(rt.check.name, now)
         return summary(self.runtimes.values(), history)
 
-    async def alerts_view(self, resolved_since: float | None) -> list[dict[str, Any]]:
+    async def alerts_view(
+        self, resolved_since: float | None, metric: str | None = None
+    ) -> list[dict[str, Any]]:
         if resolved_since is None:
             found = sorted(self.alerts.active.values(), key=lambda a: a.started_at)
         else:
             found = await self.alerts.history(resolved_since)
-        return [alert_view(a) for a in found]
+        views = []
+        for a in found:
+            if metric is None or a.metric == metric:
+                if views and len(views) % VIEW_SLICE == 0:
+                    await asyncio.sleep(0)  # a storm's 20,000 alerts: due checks start in between
+                views.append(alert_view(a))
+        return views
+
+    def alerts_count(self, metric: str | None) -> dict[str, int]:
+        return self.alerts.counts(metric)
 
     def storm_view(self) -> dict[str, Any] | None:
         return storm_view(self.alerts.storm)

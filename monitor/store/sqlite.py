@@ -215,6 +215,12 @@ class SqliteStore(Writes):
                 await self._reopen()
             db = await self._checked()
             try:
+                # A round's alert states in one statement: each statement is a trip to the
+                # connection's thread and back through the loop, and a storm's round holds hundreds.
+                # (Only commits write the alerts table: storing them first keeps every result.)
+                records = [w.args[0] for w in writes if w.operation == "commit" and w.args[0] is not None]
+                if records:
+                    await db.executemany(_UPSERT_ALERT, [_alert_row(r) for r in records])
                 results = [await self._run(db, write) for write in writes]
                 await db.commit()
             except BaseException:
@@ -391,19 +397,23 @@ async def _one(db: aiosqlite.Connection, query: str) -> Any:
     return None if row is None else row[0]
 
 
+_UPSERT_ALERT = (
+    "insert into alerts (key, alert_id, active, updated_at, doc) values (?, ?, ?, ?, ?) "
+    "on conflict(key) do update set active = excluded.active, "
+    "updated_at = excluded.updated_at, doc = excluded.doc"
+)
+
+
+def _alert_row(alert: AlertRecord) -> tuple[Any, ...]:
+    return (alert.key, alert.alert_id, int(alert.active), alert.updated_at, json.dumps(alert.doc))
+
+
 async def _commit(
     db: aiosqlite.Connection,
-    alert: AlertRecord | None,
+    _alert: AlertRecord | None,  # stored with the round's others, by `apply`
     outgoing: list[tuple[str, dict[str, Any]]],
     now: float,
 ) -> list[OutboxItem]:
-    if alert is not None:
-        await db.execute(
-            "insert into alerts (key, alert_id, active, updated_at, doc) values (?, ?, ?, ?, ?) "
-            "on conflict(key) do update set active = excluded.active, "
-            "updated_at = excluded.updated_at, doc = excluded.doc",
-            (alert.key, alert.alert_id, int(alert.active), alert.updated_at, json.dumps(alert.doc)),
-        )
     items = []
     for notifier, payload in outgoing:
         cursor = await db.execute(
