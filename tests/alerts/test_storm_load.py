@@ -105,7 +105,8 @@ async def test_the_api_counts_a_storm_and_lists_it_in_slices(
         listed = await client.get("/api/v1/alerts", params={"metric": "up"})
         assert listed.status == 200 and listed.content_type == "application/json"
         body = await listed.json()
-        assert list(body) == ["alerts"]
+        assert list(body) == ["alerts", "storm"]
+        assert body["storm"]["checks"] == N and len(body["storm"]["first"]) == min(N, 20)
         assert sorted(a["check"] for a in body["alerts"]) == sorted(daemon.runtimes)
         assert {(a["state"], a["suppressed"]) for a in body["alerts"]} == {("firing", "storm")}
         for params, error in (
