@@ -118,6 +118,9 @@ def url_secrets(value: str, *, path: bool = False) -> set[str]:
     return found
 
 
+_PLAIN = (bool, int, float)
+
+
 def secret_values(config: BaseModel | Frozen) -> frozenset[str]:
     """Every secret value a config holds, found from its fields, whatever its type (a built-in
     check or notifier, or a plugin's model; the model or its run-time copy): see the module
@@ -129,15 +132,19 @@ def secret_values(config: BaseModel | Frozen) -> frozenset[str]:
         found.update(url_secrets(value, path=True))
 
     def walk(value: Any, in_headers: bool) -> None:
-        if isinstance(value, SecretStr):
+        # Most of a config is numbers, flags and plain strings: those first (a storm makes
+        # thousands of checks fail at once, and each one's first failure walks its config).
+        if value is None or isinstance(value, _PLAIN):
+            return
+        if isinstance(value, str):
+            if in_headers:
+                secret(value)
+            elif "@" in value or "?" in value:  # no userinfo and no query: nothing secret in it
+                found.update(url_secrets(value))
+        elif isinstance(value, SecretStr):
             secret(value.get_secret_value())
         elif isinstance(value, SecretBytes):
             secret(value.get_secret_value().decode("utf-8", "replace"))
-        elif isinstance(value, str):
-            if in_headers:
-                secret(value)
-            else:
-                found.update(url_secrets(value))
         elif isinstance(value, BaseModel):
             for name in type(value).model_fields:
                 walk(getattr(value, name), in_headers or name == "headers")
