@@ -30,7 +30,7 @@ from monitor.once import build_notifiers, new_http_session
 from monitor.runner import run_check
 from monitor.runtime import CheckRuntime, alert_policy, build_runtimes, summary
 from monitor.scheduler import Scheduler
-from monitor.sharding import members
+from monitor.sharding import members, ownership
 from monitor.store import (
     AckRequest,
     CheckState,
@@ -87,6 +87,7 @@ class Daemon:
         # The one writer: checks, the tick, the API and the outbox all write through its queue.
         watched = WatchedStore(make_store(config.monitor.state), self.metrics.store_failed)
         self.store = StoreWriter(watched, self.metrics.store_commits.inc, self._fenced)
+        self.store.owns = ownership(config)  # a shard loads and sends only its own checks' alerts
         self.elector = self._new_elector(config)
         self._role_changed = asyncio.Event()
         self._leading: int | None = None  # the epoch this replica leads with, once it has taken over
@@ -464,6 +465,7 @@ class Daemon:
                 await self.outbox.stop()  # a follower runs no workers (reconfigure started them)
         self.alerts.policy = alert_policy(new, fresh)
         self._published, self._foreign = _dependencies(new)
+        self.store.owns = ownership(new)
         self.config = new
         self.metrics.config_reloads.labels("success").inc()
         log.info("config reloaded", extra={"checks": len(fresh)})
@@ -676,6 +678,8 @@ class _Lease:
         if self.left() <= 0:  # past D (a pause, a cut): not even asked of the store
             self._refused()
             return None
+        if self.store.owns is not None and not self.store.owns(item.payload):
+            return False  # another shard's row (its check moved, or a stray load): never sent from here
         return await self.store.claim(item.id, self.elector.shard_key, self.epoch)
 
 
