@@ -68,6 +68,8 @@ class AlertPipeline:
         self._storm_fired: set[str] = set()  # alert ids whose routes joined _storm_routes
         self._storm_writing = False  # a storm notification is being stored
         self.foreign: dict[str, Foreign] = {}  # dependencies run by other shards, set each tick
+        # Called when an alert first pages while a dependency on another shard is unknown (stale).
+        self.on_dependency_stale: Callable[[], None] = lambda: None
         self.policy = policy
 
     @property
@@ -368,6 +370,8 @@ class AlertPipeline:
         new = alert.copy()
         new.flapping, new.suppressed, new.sticky = flapping, suppressed, sticky
         stages.apply(new, plan, now)
+        # The first page while a dependency on another shard has gone unseen too long (fail open).
+        stale = alert.notified_severity is None and bool(plan.sends) and self._stale_foreign(alert)
         if new.state is not AlertState.PENDING or outgoing:  # a pending alert lives in memory only
             self._deciding.add(alert.id)
             try:
@@ -377,6 +381,8 @@ class AlertPipeline:
                 return
             finally:
                 self._deciding.discard(alert.id)
+        if stale:
+            self.on_dependency_stale()
         # Stored: the live alert takes the decision (counts made meanwhile by new runs are kept).
         alert.flapping, alert.suppressed, alert.sticky = flapping, suppressed, sticky
         stages.apply(alert, plan, now)
@@ -403,6 +409,13 @@ class AlertPipeline:
             return self._last_seen.get(dep, -1.0) < since
         # Another shard's: waited for at most its bound, then the page goes (fail open).
         return foreign.evaluated_at < since and self.clock.now() - since <= foreign.bound_s
+
+    def _stale_foreign(self, alert: Alert) -> bool:
+        """A dependency on another shard unseen since the breach began: its page did not wait."""
+        return any(
+            (f := self.foreign.get(dep)) is not None and f.evaluated_at < alert.started_at
+            for dep in self.depends_on(alert.check)
+        )
 
     async def _write(
         self, alert: Alert, outgoing: list[tuple[str, Notification]], active: bool = True

@@ -103,6 +103,7 @@ class Daemon:
             self.outbox.lease = _Lease(self.elector, self.store, 0, lambda: None)
         self.runtimes: dict[str, CheckRuntime] = {}
         self.alerts = AlertPipeline(alert_policy(config, self.runtimes), self.store, self.outbox, self.clock)
+        self.alerts.on_dependency_stale = self.metrics.dependency_stale.inc
         self.runtimes.update(build_runtimes(config, self._deps, self.alerts))
         self.scheduler = Scheduler(self._run, self.metrics.scheduler_lag.observe, self._skipped)
         self._web = web.AppRunner(

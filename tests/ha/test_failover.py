@@ -450,6 +450,7 @@ async def test_depends_on_across_shards(ha_lab: HaLab) -> None:
     ha_lab.target.up("database", CHECK)
     await ha_lab.pagerduty.wait_event("resolve")
     await asyncio.sleep(1.5)  # backend-api's own alert resolved, never paged
+    assert await api_shard.metric("monitor_cluster_dependency_stale_total") == 0.0
     db_shard.kill()
     ha_lab.target.down(CHECK)
     down = time.monotonic()
@@ -457,6 +458,7 @@ async def test_depends_on_across_shards(ha_lab: HaLab) -> None:
     bound_s = 2 * 1.0 + 4.0  # database's interval and the failover
     assert triggers[1].body["payload"]["component"] == CHECK
     assert bound_s - 1.0 <= triggers[1].t - down <= bound_s + 4.0
+    assert await api_shard.metric("monitor_cluster_dependency_stale_total") == 1.0  # only this page
     ha_lab.target.up(CHECK)
     await ha_lab.pagerduty.wait_event("resolve", 2)
     await ha_lab.finish()
