@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from alerts.notifiers.base import Delivery, Failed, Notification, Notifier, Retry, Sent, deliver
 from monitor.clock import Clock
-from monitor.store import AlertRecord, OutboxItem, Store, StoreError
+from monitor.store import AlertRecord, Conflict, OutboxItem, Store, StoreError
 
 log = logging.getLogger("alerts.outbox")
 
@@ -150,7 +150,10 @@ class Outbox:
 
     async def flush(self) -> None:
         """Store what is held, oldest first, and queue its notifications; stops at the first
-        store failure (counted and logged by the store), leaving the rest for the next flush."""
+        store failure (counted and logged by the store), leaving the rest for the next flush.
+        Raises Conflict, once the rest is stored, naming the alerts changed elsewhere: their
+        decisions are dropped, to be taken again on the alert as stored."""
+        conflicts: list[str] = []
         async with self._flushing:
             try:
                 while self._unstored:
@@ -161,6 +164,10 @@ class Outbox:
                     except (StoreError, asyncio.CancelledError):
                         self._hold(key, alert, payloads, first=True)
                         raise
+                    except Conflict as exc:
+                        conflicts += exc.keys
+                        log.warning("alert changed elsewhere, deciding again", extra={"alert": key})
+                        continue
                     for item in items:
                         self._enqueue(item)
                 for entry in list(self._unsettled.values()):
@@ -172,6 +179,8 @@ class Outbox:
                 self._stalled = True
                 return
             self._stalled = False
+        if conflicts:
+            raise Conflict(conflicts)
 
     def _enqueue(self, item: OutboxItem) -> None:
         queue = self._queues.get(item.notifier)
@@ -202,7 +211,8 @@ class Outbox:
             self._queues[name], self._wake[name] = deque(), asyncio.Event()
         self.notifiers = notifiers
         self.start()
-        await self.flush()
+        with contextlib.suppress(Conflict):  # those alerts are read again at their next decision
+            await self.flush()
 
     def drop(self) -> None:
         """An HA leader that stops leading forgets what it queued and held: the next leader takes

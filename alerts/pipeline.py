@@ -32,7 +32,7 @@ from alerts.outbox import Outbox
 from alerts.windows import BusinessHours, MaintenanceWindows, Silence
 from monitor.clock import Clock
 from monitor.models import Level, RowEvaluation, format_duration
-from monitor.store import AlertRecord, Store, StoreError
+from monitor.store import AlertRecord, Conflict, Store, StoreError
 
 log = logging.getLogger("alerts")
 _TICK_SLICE = 500  # alerts decided between two yields to the loop
@@ -110,6 +110,18 @@ class AlertPipeline:
             for alert in self.active.values():
                 self._storm_track(alert)
         self._take_silences(silences)
+
+    async def refresh(self, key: str) -> None:
+        """One alert episode (or storm) read again from the store, after a Conflict: what is stored
+        replaces what this process decided, and an episode ended elsewhere is dropped here."""
+        found = await self.store.load_alert(key)
+        live = next((a for a in self.active.values() if a.key == key), None)
+        if self.storm is not None and self.storm.key == key:
+            self.storm = Storm.from_doc(found[1]) if found is not None and found[0] else None
+        elif live is not None:
+            self._untrack(live)
+            if found is not None and found[0]:
+                self._track(Alert.from_doc(found[1]))
 
     async def refresh_silences(self) -> None:
         """An HA leader's, every tick: silences posted to a follower are in the store."""
@@ -421,7 +433,13 @@ class AlertPipeline:
         self, alert: Alert, outgoing: list[tuple[str, Notification]], active: bool = True
     ) -> None:
         record = AlertRecord(alert.key, alert.id, active, self.clock.now(), alert.to_doc())
-        await self.outbox.commit(record, outgoing)
+        try:
+            await self.outbox.commit(record, outgoing)
+        except Conflict as exc:  # changed elsewhere (HA.md (b) Fencing 2): read again, decide again
+            for key in exc.keys:
+                await self.refresh(key)
+            if alert.key in exc.keys:
+                raise
 
     # ------------------------------------------------------------ storms
 
@@ -493,6 +511,8 @@ class AlertPipeline:
             await self.outbox.commit(record, outgoing)
         except Exception as exc:  # the store is failing: decided again next round
             log.error("storm not stored, deciding again", extra={"alert": storm.id, "reason": str(exc)})
+            for key in exc.keys if isinstance(exc, Conflict) else ():
+                await self.refresh(key)
             return
         finally:
             self._storm_writing = False

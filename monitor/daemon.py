@@ -34,6 +34,7 @@ from monitor.sharding import members, ownership
 from monitor.store import (
     AckRequest,
     CheckState,
+    Conflict,
     Fenced,
     HeartbeatBook,
     OutboxItem,
@@ -193,7 +194,7 @@ class Daemon:
         """What a failing store has not taken yet is offered once more, briefly."""
         if not self.outbox.unstored:
             return
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(TimeoutError, Conflict):  # (changed elsewhere: that one is void)
             async with asyncio.timeout(STOP_FLUSH_S):
                 await self.outbox.flush()
         if self.outbox.unstored:
@@ -334,8 +335,8 @@ class Daemon:
                     await self.store.clear_ack(request.alert_id)
                 await self.alerts.refresh_silences()
                 await self.alerts.tick(self.clock.now())
-            except StoreError:
-                pass  # counted and logged by the store; the next tick decides again
+            except (StoreError, Conflict):
+                pass  # counted and logged by the store (a Conflict: read again); the next tick decides again
             except Exception:  # a bug here must not stop alerting for good
                 log.exception("alert tick failed")
             await asyncio.sleep(TICK_S)
@@ -420,7 +421,11 @@ class Daemon:
             except StoreError:
                 return
         if self.outbox.unstored:
-            await self.outbox.flush()
+            try:
+                await self.outbox.flush()
+            except Conflict as exc:  # decisions on alerts changed elsewhere: read again
+                for key in exc.keys:
+                    await self.alerts.refresh(key)
 
     # ------------------------------------------------------------ reload
 
@@ -581,7 +586,10 @@ class Daemon:
                 await self.store.request_ack(AckRequest(alert_id, by, comment))
                 alert.acknowledged, alert.acknowledged_by, alert.ack_comment = True, by, comment
             return alert_view(alert)
-        alert = await self.alerts.acknowledge(alert_id, by, comment)
+        try:
+            alert = await self.alerts.acknowledge(alert_id, by, comment)
+        except Conflict:  # changed elsewhere meanwhile, and read again: acknowledged on what is stored
+            alert = await self.alerts.acknowledge(alert_id, by, comment)
         return None if alert is None else alert_view(alert)
 
     def silences_view(self) -> list[dict[str, Any]]:

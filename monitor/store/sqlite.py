@@ -19,9 +19,11 @@ from monitor.store.base import (
     AckRequest,
     AlertRecord,
     CheckState,
+    Conflict,
     Heartbeat,
     OutboxItem,
     StoreError,
+    Versions,
     Write,
     Writes,
     reason,
@@ -115,6 +117,7 @@ class SqliteStore(Writes):
         self._opened: tuple[int, int] | None = None  # (device, inode) of the file open
         self._checked_at = 0.0
         self._broken: str | None = None  # why the store cannot be used until reopened
+        self.versions = Versions()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -132,6 +135,9 @@ class SqliteStore(Writes):
             await db.execute("pragma journal_mode=wal")
             await db.execute("pragma synchronous=normal")
             await db.executescript(_SCHEMA)
+            async with db.execute("select 1 from pragma_table_info('alerts') where name = 'version'") as cur:
+                if await cur.fetchone() is None:  # a file from before compare-and-set
+                    await db.execute("alter table alerts add column version integer not null default 0")
             await db.commit()
             opened = None if in_memory else await asyncio.to_thread(_file_id, self.path)
         except BaseException as exc:
@@ -193,20 +199,22 @@ class SqliteStore(Writes):
             if self._broken is not None and any(w.operation == "probe" for w in writes):
                 await self._reopen()
             db = await self._checked()
+            round_: dict[str, int | None] = {}  # the alert rows' new versions, kept once committed
             try:
-                results = [await self._run(db, write) for write in writes]
+                results = [await self._run(db, write, round_) for write in writes]
                 await db.commit()
             except BaseException:
                 with contextlib.suppress(Exception):  # the error that matters is the first one
                     await db.rollback()
                 raise
+        self.versions.committed(round_)
         return results
 
-    async def _run(self, db: aiosqlite.Connection, write: Write) -> Any:
+    async def _run(self, db: aiosqlite.Connection, write: Write, round_: dict[str, int | None]) -> Any:
         args = write.args
         match write.operation:
             case "commit":
-                return await _commit(db, *args)
+                return await _commit(db, self.versions, round_, *args)
             case "reschedule":
                 (item,) = args
                 await db.execute(
@@ -256,10 +264,24 @@ class SqliteStore(Writes):
         async with self._lock:
             db = await self._checked()
             async with db.execute(
-                "select doc from alerts where active = ? and updated_at >= ? order by updated_at",
+                "select doc, key, version from alerts where active = ? and updated_at >= ? "
+                "order by updated_at",
                 (int(active), since),
             ) as cursor:
-                return [json.loads(row[0]) for row in await cursor.fetchall()]
+                rows = list(await cursor.fetchall())
+        if active:
+            self.versions.loaded(((r[1], r[2]) for r in rows), every=since == 0.0)
+        return [json.loads(row[0]) for row in rows]
+
+    async def load_alert(self, key: str) -> tuple[bool, dict[str, Any]] | None:
+        async with self._lock:
+            db = await self._checked()
+            async with db.execute("select active, doc, version from alerts where key = ?", (key,)) as cursor:
+                row = await cursor.fetchone()
+        if row is None:
+            return None
+        self.versions.committed({key: row[2] if row[0] else None})
+        return bool(row[0]), json.loads(row[1])
 
     async def pending(self) -> list[OutboxItem]:
         async with self._lock:
@@ -300,17 +322,31 @@ class SqliteStore(Writes):
 
 async def _commit(
     db: aiosqlite.Connection,
+    versions: Versions,
+    round_: dict[str, int | None],
     alert: AlertRecord | None,
     outgoing: list[tuple[str, dict[str, Any]]],
     now: float,
 ) -> list[OutboxItem]:
     if alert is not None:
-        await db.execute(
-            "insert into alerts (key, alert_id, active, updated_at, doc) values (?, ?, ?, ?, ?) "
-            "on conflict(key) do update set active = excluded.active, "
-            "updated_at = excluded.updated_at, doc = excluded.doc",
-            (alert.key, alert.alert_id, int(alert.active), alert.updated_at, json.dumps(alert.doc)),
-        )
+        # Compare-and-set, as PostgreSQL's (one writer here, so a Conflict means a second process).
+        expected = versions.expected(alert.key, round_)
+        row = (int(alert.active), alert.updated_at, json.dumps(alert.doc), alert.key, alert.alert_id)
+        if expected is None:
+            query = (
+                "insert into alerts (active, updated_at, doc, key, alert_id, version) "
+                "values (?, ?, ?, ?, ?, 1) on conflict(key) do nothing"
+            )
+            cursor = await db.execute(query, row)
+        else:
+            query = (
+                "update alerts set active = ?, updated_at = ?, doc = ?, version = version + 1 "
+                "where key = ? and alert_id = ? and version = ?"
+            )
+            cursor = await db.execute(query, (*row, expected))
+        if cursor.rowcount != 1:
+            raise Conflict([alert.key])
+        round_[alert.key] = (1 if expected is None else expected + 1) if alert.active else None
     items = []
     for notifier, payload in outgoing:
         cursor = await db.execute(

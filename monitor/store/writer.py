@@ -122,6 +122,9 @@ class StoreWriter(Writes):
         owns = self.owns
         return docs if owns is None else [doc for doc in docs if owns(doc)]
 
+    async def load_alert(self, key: str) -> tuple[bool, dict[str, Any]] | None:
+        return await self.store.load_alert(key)
+
     async def pending(self) -> list[OutboxItem]:
         items = await self.store.pending()
         owns = self.owns
