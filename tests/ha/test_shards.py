@@ -164,6 +164,47 @@ async def test_each_shard_keeps_to_its_own_alerts_and_outbox(ha_lab: HaLab) -> N
     await ha_lab.finish()
 
 
+async def _restart_as(replica: Replica, shard: int, shards: int) -> None:
+    replica.terminate()
+    assert await replica.wait_exit() == 0
+    replica.env["MONITOR_SHARD"], replica.shard = f"{shard}/{shards}", shard
+    await replica.start()
+
+
+async def test_rolling_reshard_from_two_to_three_pages_once(ha_lab: HaLab) -> None:
+    """11 (reshard). Two shards, both checks down and paged; a third replica joins as 2/3, then
+    the two restart one by one as 0/3 and 1/3. `backend-api` moves from 1/2 to 2/3 while both
+    lead (the overlap: its resolve is sent once); `database` moves from 0/2 to 1/3 by the
+    restarts. One trigger and one resolve per check, with one leader per shard all along."""
+    checks = ("backend-api", "database")
+    assert [(shard_of(c, 2), shard_of(c, 3)) for c in checks] == [(1, 2), (0, 1)]
+    r0, r1 = await ha_lab.start(2, shards=2, shard_env=True, failover=FAILOVER, checks=checks)
+    await ha_lab.wait_leader(0)
+    await ha_lab.wait_leader(1)
+    ha_lab.target.down(*checks)
+    await ha_lab.pagerduty.wait_event("trigger", 2, accepted=True)
+    [r2] = await ha_lab.start(1, shards=3, placement=[2], shard_env=True, failover=FAILOVER, checks=checks)
+    await ha_lab.wait_leader(2)
+    end = time.monotonic() + 5
+    while await _alerted_checks(r2) != {"backend-api"}:  # loaded when it took over shard 2/3
+        assert time.monotonic() < end, "the new shard's leader has not loaded backend-api's alert"
+        await asyncio.sleep(0.1)
+    ha_lab.target.up("backend-api")  # both 1/2 and 2/3 own it now: one resolve
+    await ha_lab.pagerduty.wait_event("resolve")
+    await _restart_as(r0, 0, 3)
+    await _restart_as(r1, 1, 3)
+    await ha_lab.wait_leader(1, not_=None)
+    ha_lab.target.up("database")
+    await ha_lab.pagerduty.wait_event("resolve", 2)
+    assert sorted((e.event_action, e.body["payload"]["component"]) for e in ha_lab.pagerduty.events) == [
+        ("resolve", "backend-api"),
+        ("resolve", "database"),
+        ("trigger", "backend-api"),
+        ("trigger", "database"),
+    ]
+    await ha_lab.finish()
+
+
 if __name__ == "__main__":
     table = prometheus_hashmod(NAMES, MODULI)
     source = "prometheus hashmod relabeling, read back from /api/v1/targets (tests/ha/test_shards.py)"
