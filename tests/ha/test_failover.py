@@ -61,10 +61,14 @@ async def test_steady_pair_pages_once(ha_lab: HaLab) -> None:
     view = await cluster_of(follower)
     assert view["mode"] == "ha" and view["checks"] == 1 and view["epoch"] == 1
     await outage(ha_lab, leader)
+    # The leader exports its alerts; the follower the same, as the store has them (within 2 s).
+    await until(lambda: _firing(leader, 1), "the leader exports the firing alert", timeout_s=2)
+    await until(lambda: _firing(follower, 1), "the follower exports the firing alert", timeout_s=2)
     ha_lab.target.up(CHECK)
     [resolve] = await ha_lab.pagerduty.wait_event("resolve")
     [trigger] = ha_lab.pagerduty.of("trigger")
     assert resolve.dedup_key == trigger.dedup_key
+    await until(lambda: _firing(follower, 0), "the follower exports the resolve", timeout_s=2)
     assert ha_lab.target.runners(CHECK) == {"r0", "r1"}  # every replica runs its checks
     await ha_lab.finish()
 
@@ -462,6 +466,10 @@ async def test_depends_on_across_shards(ha_lab: HaLab) -> None:
     ha_lab.target.up(CHECK)
     await ha_lab.pagerduty.wait_event("resolve", 2)
     await ha_lab.finish()
+
+
+async def _firing(replica: Replica, count: int) -> bool:
+    return await replica.metric("monitor_alerts_firing", severity="critical") == count
 
 
 async def _suppressed_by(replica: Replica, check: str, why: str) -> bool:

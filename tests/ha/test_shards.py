@@ -151,6 +151,8 @@ async def test_each_shard_keeps_to_its_own_alerts_and_outbox(ha_lab: HaLab) -> N
     await ha_lab.pagerduty.wait_event("trigger", 2, accepted=True, timeout_s=20)
     assert await _alerted_checks(db_shard) == {"database"}
     assert await _alerted_checks(api_shard) == {"backend-api"}
+    for replica in (db_shard, api_shard):  # each its own shard's alerts: summed over shards, 2
+        assert await replica.metric("monitor_alerts_firing", severity="critical") == 1.0, replica
     ha_lab.target.up("database", "backend-api")
     await ha_lab.pagerduty.wait_event("resolve", 2, timeout_s=20)
     # Trigger and resolve each, sent by the leader of the check's own shard (counters since start).
