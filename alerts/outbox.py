@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from alerts.notifiers.base import Delivery, Failed, Notification, Notifier, Retry, Sent, deliver
 from monitor.clock import Clock
-from monitor.store import AlertRecord, OutboxItem, Store, StoreError
+from monitor.store import AlertRecord, Conflict, OutboxItem, Store, StoreError
 
 log = logging.getLogger("alerts.outbox")
 
@@ -163,11 +163,14 @@ class Outbox:
         """Store what is held, oldest first, and queue its notifications; stops at the first
         store failure (counted and logged by the store), leaving the rest for the next flush.
         Everything held is handed to the store at once: the store's writer commits what arrives
-        together in one transaction (a storm's thousands of alerts are a few, not thousands)."""
+        together in one transaction (a storm's thousands of alerts are a few, not thousands).
+        Raises Conflict, once the rest is stored, naming the alerts changed elsewhere: their
+        decisions are dropped, to be taken again on the alert as stored."""
+        conflicts: list[str] = []
         async with self._flushing:
             try:
                 while self._unstored:
-                    await self._store_held()
+                    conflicts += await self._store_held()
                 for entry in list(self._unsettled.values()):
                     item, status = entry
                     await self._store_status(item, status)
@@ -177,8 +180,11 @@ class Outbox:
                 self._stalled = True
                 return
             self._stalled = False
+        if conflicts:
+            raise Conflict(conflicts)
 
-    async def _store_held(self) -> None:
+    async def _store_held(self) -> list[str]:
+        """Stores what is held; the keys of the alerts whose write was a Conflict."""
         held = [self._unstored.popitem(last=False) for _ in range(len(self._unstored))]
         now = self.clock.now()
         writes = []
@@ -204,9 +210,15 @@ class Outbox:
                 if error is None:
                     for item in task.result():
                         self._enqueue(item)
+        conflicts: list[str] = []
+        for key, *_, error in outcomes:
+            if isinstance(error, Conflict):  # changed elsewhere: its decision is dropped
+                conflicts += error.keys
+                log.warning("alert changed elsewhere, deciding again", extra={"alert": key})
         for *_, error in outcomes:
-            if error is not None:
+            if error is not None and not isinstance(error, Conflict):
                 raise error  # the first: a store failure, or the one write's own fault
+        return conflicts
 
     def _enqueue(self, item: OutboxItem) -> None:
         queue = self._queues.get(item.notifier)
@@ -237,7 +249,8 @@ class Outbox:
             self._queues[name], self._wake[name] = deque(), asyncio.Event()
         self.notifiers = notifiers
         self.start()
-        await self.flush()
+        with contextlib.suppress(Conflict):  # those alerts are read again at their next decision
+            await self.flush()
 
     def drop(self) -> None:
         """An HA leader that stops leading forgets what it queued and held: the next leader takes

@@ -32,7 +32,7 @@ from alerts.outbox import Outbox
 from alerts.windows import BusinessHours, MaintenanceWindows, Silence
 from monitor.clock import Clock
 from monitor.models import Level, RowEvaluation, format_duration
-from monitor.store import AlertRecord, Store, StoreError
+from monitor.store import AlertRecord, Conflict, Store, StoreError
 
 log = logging.getLogger("alerts")
 _TICK_SLICE = 500  # alerts decided between two yields to the loop
@@ -69,6 +69,8 @@ class AlertPipeline:
         self._storm_fired: set[str] = set()  # alert ids whose routes joined _storm_routes
         self._storm_writing = False  # a storm notification is being stored
         self.foreign: dict[str, Foreign] = {}  # dependencies run by other shards, set each tick
+        # Called when an alert first pages while a dependency on another shard is unknown (stale).
+        self.on_dependency_stale: Callable[[], None] = lambda: None
         self.policy = policy
 
     @property
@@ -113,6 +115,18 @@ class AlertPipeline:
             for alert in self.active.values():
                 self._storm_track(alert)
         self._take_silences(silences)
+
+    async def refresh(self, key: str) -> None:
+        """One alert episode (or storm) read again from the store, after a Conflict: what is stored
+        replaces what this process decided, and an episode ended elsewhere is dropped here."""
+        found = await self.store.load_alert(key)
+        live = next((a for a in self.active.values() if a.key == key), None)
+        if self.storm is not None and self.storm.key == key:
+            self.storm = Storm.from_doc(found[1]) if found is not None and found[0] else None
+        elif live is not None:
+            self._untrack(live)
+            if found is not None and found[0]:
+                self._track(Alert.from_doc(found[1]))
 
     async def refresh_silences(self) -> None:
         """An HA leader's, every tick: silences posted to a follower are in the store."""
@@ -416,6 +430,8 @@ class AlertPipeline:
             # The storm's page is due from now (the tick sends it): not only once this alert's
             # write is done, which waits behind those of every alert firing with it.
             self._storm_reach(alert)
+        # The first page while a dependency on another shard has gone unseen too long (fail open).
+        stale = alert.notified_severity is None and bool(plan.sends) and self._stale_foreign(alert)
         if alert.state is not AlertState.PENDING or outgoing:  # a pending alert lives in memory only
             new = alert.copy()
             new.flapping, new.suppressed, new.sticky = flapping, suppressed, sticky
@@ -430,6 +446,8 @@ class AlertPipeline:
                 return
             finally:
                 self._deciding.discard(alert.id)
+        if stale:
+            self.on_dependency_stale()
         # Stored: the live alert takes the decision (counts made meanwhile by new runs are kept).
         alert.flapping, alert.suppressed, alert.sticky = flapping, suppressed, sticky
         stages.apply(alert, plan, now)
@@ -457,11 +475,24 @@ class AlertPipeline:
         # Another shard's: waited for at most its bound, then the page goes (fail open).
         return foreign.evaluated_at < since and self.clock.now() - since <= foreign.bound_s
 
+    def _stale_foreign(self, alert: Alert) -> bool:
+        """A dependency on another shard unseen since the breach began: its page did not wait."""
+        return any(
+            (f := self.foreign.get(dep)) is not None and f.evaluated_at < alert.started_at
+            for dep in self.depends_on(alert.check)
+        )
+
     async def _write(
         self, alert: Alert, outgoing: list[tuple[str, Notification]], active: bool = True
     ) -> None:
         record = AlertRecord(alert.key, alert.id, active, self.clock.now(), alert.to_doc())
-        await self.outbox.commit(record, outgoing)
+        try:
+            await self.outbox.commit(record, outgoing)
+        except Conflict as exc:  # changed elsewhere (HA.md (b) Fencing 2): read again, decide again
+            for key in exc.keys:
+                await self.refresh(key)
+            if alert.key in exc.keys:
+                raise
 
     # ------------------------------------------------------------ storms
 
@@ -549,6 +580,8 @@ class AlertPipeline:
             await self.outbox.commit(record, outgoing)
         except Exception as exc:  # the store is failing: decided again next round
             log.error("storm not stored, deciding again", extra={"alert": storm.id, "reason": str(exc)})
+            for key in exc.keys if isinstance(exc, Conflict) else ():
+                await self.refresh(key)
             return
         finally:
             self._storm_writing = False

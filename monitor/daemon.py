@@ -31,10 +31,11 @@ from monitor.once import build_notifiers, new_http_session
 from monitor.runner import run_check
 from monitor.runtime import CheckRuntime, alert_policy, build_runtimes, summary
 from monitor.scheduler import Scheduler
-from monitor.sharding import members
+from monitor.sharding import members, ownership
 from monitor.store import (
     AckRequest,
     CheckState,
+    Conflict,
     Fenced,
     HeartbeatBook,
     OutboxItem,
@@ -90,6 +91,7 @@ class Daemon:
         # The one writer: checks, the tick, the API and the outbox all write through its queue.
         watched = WatchedStore(make_store(config.monitor.state), self.metrics.store_failed)
         self.store = StoreWriter(watched, self.metrics.store_commits.inc, self._fenced)
+        self.store.owns = ownership(config)  # a shard loads and sends only its own checks' alerts
         self.elector = self._new_elector(config)
         self._role_changed = asyncio.Event()
         self._leading: int | None = None  # the epoch this replica leads with, once it has taken over
@@ -106,6 +108,7 @@ class Daemon:
         self.run_history = History(self.store, self.clock, config.monitor.history)
         self.runtimes: dict[str, CheckRuntime] = {}
         self.alerts = AlertPipeline(alert_policy(config, self.runtimes), self.store, self.outbox, self.clock)
+        self.alerts.on_dependency_stale = self.metrics.dependency_stale.inc
         self.runtimes.update(build_runtimes(config, self._deps, self.alerts))
         self.scheduler = Scheduler(self._run, self.metrics.scheduler_lag.observe, self._skipped)
         self._web = web.AppRunner(
@@ -198,7 +201,7 @@ class Daemon:
         """What a failing store has not taken yet is offered once more, briefly."""
         if not self.outbox.unstored:
             return
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(TimeoutError, Conflict):  # (changed elsewhere: that one is void)
             async with asyncio.timeout(STOP_FLUSH_S):
                 await self.outbox.flush()
         if self.outbox.unstored:
@@ -368,8 +371,8 @@ class Daemon:
                     await self.store.clear_ack(request.alert_id)
                 await self.alerts.refresh_silences()
                 await self.alerts.tick(self.clock.now())
-            except StoreError:
-                pass  # counted and logged by the store; the next tick decides again
+            except (StoreError, Conflict):
+                pass  # counted and logged by the store (a Conflict: read again); the next tick decides again
             except Exception:  # a bug here must not stop alerting for good
                 log.exception("alert tick failed")
             await asyncio.sleep(TICK_S)
@@ -454,7 +457,11 @@ class Daemon:
             except StoreError:
                 return
         if self.outbox.unstored:
-            await self.outbox.flush()
+            try:
+                await self.outbox.flush()
+            except Conflict as exc:  # decisions on alerts changed elsewhere: read again
+                for key in exc.keys:
+                    await self.alerts.refresh(key)
 
     # ------------------------------------------------------------ reload
 
@@ -501,6 +508,7 @@ class Daemon:
                 await self.outbox.stop()  # a follower runs no workers (reconfigure started them)
         self.alerts.policy = alert_policy(new, fresh)
         self._published, self._foreign = _dependencies(new)
+        self.store.owns = ownership(new)
         self.config = new
         self.metrics.config_reloads.labels("success").inc()
         log.info("config reloaded", extra={"checks": len(fresh)})
@@ -621,7 +629,10 @@ class Daemon:
                 await self.store.request_ack(AckRequest(alert_id, by, comment))
                 alert.acknowledged, alert.acknowledged_by, alert.ack_comment = True, by, comment
             return alert_view(alert)
-        alert = await self.alerts.acknowledge(alert_id, by, comment)
+        try:
+            alert = await self.alerts.acknowledge(alert_id, by, comment)
+        except Conflict:  # changed elsewhere meanwhile, and read again: acknowledged on what is stored
+            alert = await self.alerts.acknowledge(alert_id, by, comment)
         return None if alert is None else alert_view(alert)
 
     def silences_view(self) -> list[dict[str, Any]]:
@@ -742,6 +753,8 @@ class _Lease:
         if self.left() <= 0:  # past D (a pause, a cut): not even asked of the store
             self._refused()
             return None
+        if self.store.owns is not None and not self.store.owns(item.payload):
+            return False  # another shard's row (its check moved, or a stray load): never sent from here
         return await self.store.claim(item.id, self.elector.shard_key, self.epoch)
 
 

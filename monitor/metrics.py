@@ -192,6 +192,11 @@ class Metrics:
             ["notifier"],
             registry=r,
         )
+        self.dependency_stale = Counter(
+            "monitor_cluster_dependency_stale",
+            "Alerts that paged because a dependency on another shard had no fresh state (fail open).",
+            registry=r,
+        )
         self.lease_renew = Histogram(
             "monitor_cluster_lease_renew_seconds",
             "Time the leader's lease renewals take.",

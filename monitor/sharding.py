@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from typing import Any
 
+from alerts.model import STORM_KIND
 from monitor.config import Config
 
 
@@ -20,3 +23,20 @@ def members(config: Config) -> set[str]:
     if cluster.shards == 1:
         return {check.name for check in config.checks}
     return {check.name for check in config.checks if shard_of(check.name, cluster.shards) == cluster.shard}
+
+
+def ownership(config: Config) -> Callable[[dict[str, Any]], bool] | None:
+    """With shards: whether a stored alert document or outbox payload is this shard's to act on
+    (its check is one of `members`; a storm is its shard's own). None: one shard owns everything."""
+    if config.cluster.shards == 1:
+        return None
+    mine, shard = members(config), config.cluster.shard
+
+    def owns(doc: dict[str, Any]) -> bool:
+        if doc.get("kind") == STORM_KIND:  # a storm's document
+            return bool(doc.get("shard") == shard)
+        if doc.get("check_type") == "storm":  # a storm's notification: its id names its shard
+            return str(doc.get("alert_id", "")).startswith(f"storm-{shard}-")
+        return doc.get("check") in mine
+
+    return owns

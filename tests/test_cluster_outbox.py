@@ -4,12 +4,14 @@ send past the lease, and the webhook's X-Monitor-Notification-Id, stable per out
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import aiohttp
 import pytest
 
 from alerts.notifiers.webhook import ID_HEADER, WebhookConfig, WebhookNotifier
 from alerts.outbox import Outbox
+from monitor.daemon import _Lease
 from monitor.store import MemoryStore, OutboxItem
 from tests.fakes.clock import FakeClock
 from tests.fakes.receivers import Receiver, Receivers
@@ -99,3 +101,22 @@ async def test_no_send_past_the_lease_or_when_the_claim_fails(
     lease.left_s, lease.answer = 10.0, False  # the row is no longer pending: another leader sent it
     assert await outbox.step("hook") is None
     assert hook.requests == [] and outbox.pending == 0
+
+
+async def test_a_shard_leader_never_claims_a_row_of_another_shards_check() -> None:
+    """Whatever was loaded, the lease refuses a row whose check this shard does not own, before
+    any claim is asked of the store."""
+    asked: list[int] = []
+
+    async def claim(item_id: int, shard: str, epoch: int) -> bool:
+        asked.append(item_id)
+        return True
+
+    elector = SimpleNamespace(epoch=3, shard_key="0/2", lease_left=lambda: 5.0)
+    store = SimpleNamespace(owns=lambda payload: payload["check"] == "database", claim=claim)
+    lease = _Lease(elector, store, 3, lambda: None)  # type: ignore[arg-type]
+    mine = OutboxItem(1, "hook", {"check": "database"}, 0.0, 0.0)
+    theirs = OutboxItem(2, "hook", {"check": "backend-api"}, 0.0, 0.0)
+    assert await lease.claim(theirs) is False
+    assert await lease.claim(mine) is True
+    assert asked == [1]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 READS = (
     "ping",
     "load_alerts",
+    "load_alert",
     "pending",
     "load_silences",
     "load_heartbeats",
@@ -54,6 +55,44 @@ class Fenced(StoreError):
     def __init__(self, message: str, operations: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.operations = operations
+
+
+class Conflict(Exception):
+    """A compare-and-set on alert documents failed (HA.md (b) Fencing 2): each key's row changed
+    since this process last read or wrote it (another shard's leader during a reshard, or a
+    takeover). Nothing of the round was written; the caller reads the alert again and decides
+    again. Not a StoreError: the store is fine."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        super().__init__(f"alert changed elsewhere: {', '.join(keys)}")
+        self.keys = tuple(keys)
+
+
+class Versions:
+    """The version of each active alert row as this process last read or wrote it: every update
+    of a row is `where version = <this>`, every new row an insert that must not find one."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, int] = {}
+
+    def loaded(self, rows: Iterable[tuple[str, int]], every: bool = True) -> None:
+        """Rows just read; `every`: all the active rows (what is not among them is forgotten)."""
+        if every:
+            self.known = dict(rows)
+        else:
+            self.known.update(rows)
+
+    def expected(self, key: str, round_: dict[str, int | None]) -> int | None:
+        """The version the row must have now (None: it must not exist, or was just resolved)."""
+        return round_[key] if key in round_ else self.known.get(key)
+
+    def committed(self, round_: dict[str, int | None]) -> None:
+        """A round's new versions, once its transaction committed (None: no longer active)."""
+        for key, version in round_.items():
+            if version is None:
+                self.known.pop(key, None)
+            else:
+                self.known[key] = version
 
 
 @dataclass(slots=True)
@@ -176,6 +215,11 @@ class Store(Protocol):
         ...
 
     async def load_alerts(self, active: bool, since: float = 0.0) -> list[dict[str, Any]]: ...
+    async def load_alert(self, key: str) -> tuple[bool, dict[str, Any]] | None:
+        """One episode's row, active or not, as (active, doc); None when there is none. Its
+        version is known from then on: a Conflict is answered by reading the alert again."""
+        ...
+
     async def pending(self) -> list[OutboxItem]: ...
     async def load_silences(self) -> list[dict[str, Any]]: ...
     async def load_heartbeats(self, names: Collection[str] | None = None) -> list[Heartbeat]:
@@ -239,7 +283,8 @@ class Writes:
 
     async def commit(self, alert: AlertRecord | None, outgoing: Outgoing, now: float) -> list[OutboxItem]:
         """The alert's new state and the notifications it decided on, stored together: a crash
-        can then neither lose a page (state saved, notification not) nor repeat one (the reverse)."""
+        can then neither lose a page (state saved, notification not) nor repeat one (the reverse).
+        Raises Conflict when the alert's row changed since it was last read or written here."""
         items: list[OutboxItem] = await self.write(Write("commit", (alert, outgoing, now)))
         return items
 

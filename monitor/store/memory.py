@@ -11,10 +11,12 @@ from monitor.store.base import (
     AckRequest,
     AlertRecord,
     CheckState,
+    Conflict,
     DayTotal,
     Heartbeat,
     HourRow,
     OutboxItem,
+    Versions,
     Write,
     Writes,
     day_totals,
@@ -28,7 +30,7 @@ class MemoryStore(Writes):
     name = "memory"
 
     def __init__(self) -> None:
-        self._alerts: dict[str, tuple[bool, float, dict[str, Any]]] = {}
+        self._alerts: dict[str, tuple[bool, float, dict[str, Any], int]] = {}  # ..., version
         self._outbox: dict[int, OutboxItem] = {}
         self._silences: dict[str, dict[str, Any]] = {}
         self._heartbeats: dict[str, Heartbeat] = {}
@@ -36,6 +38,7 @@ class MemoryStore(Writes):
         self._hours: dict[int, dict[str, tuple[HourRow, bool]]] = {}
         self._days: dict[int, dict[str, DayTotal]] = {}
         self._next_id = 1
+        self.versions = Versions()
 
     async def open(self) -> None:
         return None
@@ -56,8 +59,10 @@ class MemoryStore(Writes):
             dict(self._silences),
             self._next_id,
             dict(self._heartbeats),
+            self.versions,
         )
         results = [round_.run(write) for write in writes]
+        self.versions.committed(round_.versions)
         self._alerts, self._outbox, self._silences = round_.alerts, round_.outbox, round_.silences
         self._heartbeats = round_.heartbeats
         self._next_id = round_.next_id
@@ -79,11 +84,17 @@ class MemoryStore(Writes):
         return results
 
     async def load_alerts(self, active: bool, since: float = 0.0) -> list[dict[str, Any]]:
-        return [
-            json.loads(json.dumps(doc))
-            for is_active, updated, doc in self._alerts.values()
-            if is_active == active and updated >= since
-        ]
+        rows = [(k, r) for k, r in self._alerts.items() if r[0] == active and r[1] >= since]
+        if active:
+            self.versions.loaded(((k, r[3]) for k, r in rows), every=since == 0.0)
+        return [json.loads(json.dumps(r[2])) for _, r in rows]
+
+    async def load_alert(self, key: str) -> tuple[bool, dict[str, Any]] | None:
+        row = self._alerts.get(key)
+        if row is None:
+            return None
+        self.versions.committed({key: row[3] if row[0] else None})
+        return row[0], json.loads(json.dumps(row[2]))
 
     async def pending(self) -> list[OutboxItem]:
         return sorted(self._outbox.values(), key=lambda i: i.id)
@@ -134,15 +145,18 @@ class _Round:
 
     def __init__(
         self,
-        alerts: dict[str, tuple[bool, float, dict[str, Any]]],
+        alerts: dict[str, tuple[bool, float, dict[str, Any], int]],
         outbox: dict[int, OutboxItem],
         silences: dict[str, dict[str, Any]],
         next_id: int,
         heartbeats: dict[str, Heartbeat],
+        known: Versions,
     ) -> None:
         self.alerts, self.outbox, self.silences, self.next_id = alerts, outbox, silences, next_id
         self.heartbeats = heartbeats
         self.hours: list[tuple[list[HourRow], list[HourRow], int]] = []  # staged: see MemoryStore.apply
+        self.known = known
+        self.versions: dict[str, int | None] = {}  # the alert rows' new versions
 
     def run(self, write: Write) -> Any:
         args = write.args
@@ -178,7 +192,15 @@ class _Round:
         self, alert: AlertRecord | None, outgoing: list[tuple[str, dict[str, Any]]], now: float
     ) -> Any:
         if alert is not None:
-            self.alerts[alert.key] = (alert.active, alert.updated_at, json.loads(json.dumps(alert.doc)))
+            # Compare-and-set, as PostgreSQL's (one writer here: the interface is the same).
+            expected = self.known.expected(alert.key, self.versions)
+            stored = self.alerts.get(alert.key)
+            if (stored[3] if stored is not None else None) != expected:
+                raise Conflict([alert.key])
+            version = 1 if expected is None else expected + 1
+            doc = json.loads(json.dumps(alert.doc))
+            self.alerts[alert.key] = (alert.active, alert.updated_at, doc, version)
+            self.versions[alert.key] = version if alert.active else None
         items = []
         for notifier, payload in outgoing:
             json.dumps(payload)  # what a durable store could not keep fails here too

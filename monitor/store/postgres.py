@@ -14,12 +14,14 @@ from monitor.store.base import (
     AckRequest,
     AlertRecord,
     CheckState,
+    Conflict,
     DayTotal,
     Fenced,
     Heartbeat,
     HourRow,
     OutboxItem,
     StoreError,
+    Versions,
     Write,
     Writes,
     day_totals,
@@ -46,6 +48,7 @@ create table if not exists monitor_heartbeats (
 create table if not exists monitor_acks (
   alert_id text primary key, by text, comment text, at timestamptz not null default now());
 alter table monitor_outbox add column if not exists claimed_epoch bigint not null default 0;
+alter table monitor_alerts add column if not exists version bigint not null default 0;
 create table if not exists monitor_check_state (
   check_name text primary key, up boolean not null, breaching boolean not null,
   evaluated_at double precision not null);
@@ -87,6 +90,7 @@ class PostgresStore(Writes):
         given = [parts.password, *(v for k, v in parse_qsl(parts.query) if k == "password")]
         self._secrets = [s for s in given if s]  # kept out of every message, whatever the driver says
         self._pool: asyncpg.Pool | None = None
+        self.versions = Versions()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -135,16 +139,31 @@ class PostgresStore(Writes):
         return True
 
     async def apply(self, writes: Sequence[Write]) -> list[Any]:
+        round_: dict[str, int | None] = {}  # the alert rows' new versions, kept once committed
         async with self.pool.acquire() as conn, conn.transaction():
-            return [await _run(conn, write) for write in writes]
+            results = [await _run(conn, write, self.versions, round_) for write in writes]
+        self.versions.committed(round_)
+        return results
 
     async def load_alerts(self, active: bool, since: float = 0.0) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(
-            "select doc::text from monitor_alerts where active = $1 and updated_at >= $2 order by updated_at",
+            "select doc::text, key, version from monitor_alerts where active = $1 and updated_at >= $2 "
+            "order by updated_at",
             active,
             since,
         )
+        if active:
+            self.versions.loaded(((r[1], r[2]) for r in rows), every=since == 0.0)
         return [json.loads(r[0]) for r in rows]
+
+    async def load_alert(self, key: str) -> tuple[bool, dict[str, Any]] | None:
+        row = await self.pool.fetchrow(
+            "select active, doc::text, version from monitor_alerts where key = $1", key
+        )
+        if row is None:
+            return None
+        self.versions.committed({key: row[2] if row[0] else None})
+        return row[0], json.loads(row[1])
 
     async def pending(self) -> list[OutboxItem]:
         rows = await self.pool.fetch(
@@ -217,11 +236,13 @@ def _hour_row(r: Any) -> HourRow:
     return HourRow(r[1], r[0], r[2], r[3], to_ms(r[4]), to_ms(r[5]), to_ms(r[6]))
 
 
-async def _run(conn: asyncpg.Connection, write: Write) -> Any:
+async def _run(
+    conn: asyncpg.Connection, write: Write, versions: Versions, round_: dict[str, int | None]
+) -> Any:
     args = write.args
     match write.operation:
         case "commit":
-            return await _commit(conn, *args)
+            return await _commit(conn, versions, round_, *args)
         case "reschedule":
             (item,) = args
             await conn.execute(
@@ -342,23 +363,35 @@ async def _run(conn: asyncpg.Connection, write: Write) -> Any:
     return None
 
 
+_INSERT_ALERT = """
+insert into monitor_alerts (key, alert_id, active, updated_at, doc, version)
+values ($1, $2, $3, $4, $5, 1) on conflict (key) do nothing returning version
+"""
+_UPDATE_ALERT = """
+update monitor_alerts set active = $3, updated_at = $4, doc = $5, version = version + 1
+where key = $1 and version = $6 and alert_id = $2 returning version
+"""
+
+
 async def _commit(
     conn: asyncpg.Connection,
+    versions: Versions,
+    round_: dict[str, int | None],
     alert: AlertRecord | None,
     outgoing: list[tuple[str, dict[str, Any]]],
     now: float,
 ) -> list[OutboxItem]:
     if alert is not None:
-        await conn.execute(
-            "insert into monitor_alerts (key, alert_id, active, updated_at, doc) "
-            "values ($1, $2, $3, $4, $5) on conflict (key) do update set active = excluded.active, "
-            "updated_at = excluded.updated_at, doc = excluded.doc",
-            alert.key,
-            alert.alert_id,
-            alert.active,
-            alert.updated_at,
-            json.dumps(alert.doc),
-        )
+        # Compare-and-set: the row as last read or written here, else a Conflict (and a rollback).
+        expected = versions.expected(alert.key, round_)
+        row = (alert.key, alert.alert_id, alert.active, alert.updated_at, json.dumps(alert.doc))
+        if expected is None:
+            version = await conn.fetchval(_INSERT_ALERT, *row)
+        else:
+            version = await conn.fetchval(_UPDATE_ALERT, *row, expected)
+        if version is None:
+            raise Conflict([alert.key])
+        round_[alert.key] = version if alert.active else None
     items = []
     for notifier, payload in outgoing:
         item_id = await conn.fetchval(

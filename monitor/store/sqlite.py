@@ -19,11 +19,13 @@ from monitor.store.base import (
     AckRequest,
     AlertRecord,
     CheckState,
+    Conflict,
     DayTotal,
     Heartbeat,
     HourRow,
     OutboxItem,
     StoreError,
+    Versions,
     Write,
     Writes,
     day_totals,
@@ -136,6 +138,7 @@ class SqliteStore(Writes):
         self._opened: tuple[int, int] | None = None  # (device, inode) of the file open
         self._checked_at = 0.0
         self._broken: str | None = None  # why the store cannot be used until reopened
+        self.versions = Versions()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -153,6 +156,9 @@ class SqliteStore(Writes):
             await db.execute("pragma journal_mode=wal")
             await db.execute("pragma synchronous=normal")
             await db.executescript(_SCHEMA)
+            async with db.execute("select 1 from pragma_table_info('alerts') where name = 'version'") as cur:
+                if await cur.fetchone() is None:  # a file from before compare-and-set
+                    await db.execute("alter table alerts add column version integer not null default 0")
             await db.commit()
             opened = None if in_memory else await asyncio.to_thread(_file_id, self.path)
         except BaseException as exc:
@@ -214,19 +220,22 @@ class SqliteStore(Writes):
             if self._broken is not None and any(w.operation == "probe" for w in writes):
                 await self._reopen()
             db = await self._checked()
+            round_: dict[str, int | None] = {}  # the alert rows' new versions, kept once committed
             try:
-                # A round's alert states in one statement: each statement is a trip to the
-                # connection's thread and back through the loop, and a storm's round holds hundreds.
-                # (Only commits write the alerts table: storing them first keeps every result.)
+                # A round's alert states in two statements (new rows, changed rows): each statement
+                # is a trip to the connection's thread and back through the loop, and a storm's
+                # round holds hundreds. (Only commits write the alerts table: storing them first
+                # keeps every result.)
                 records = [w.args[0] for w in writes if w.operation == "commit" and w.args[0] is not None]
                 if records:
-                    await db.executemany(_UPSERT_ALERT, [_alert_row(r) for r in records])
+                    await _store_alerts(db, self.versions, round_, records)
                 results = [await self._run(db, write) for write in writes]
                 await db.commit()
             except BaseException:
                 with contextlib.suppress(Exception):  # the error that matters is the first one
                     await db.rollback()
                 raise
+        self.versions.committed(round_)
         return results
 
     async def _run(self, db: aiosqlite.Connection, write: Write) -> Any:
@@ -296,10 +305,24 @@ class SqliteStore(Writes):
         async with self._lock:
             db = await self._checked()
             async with db.execute(
-                "select doc from alerts where active = ? and updated_at >= ? order by updated_at",
+                "select doc, key, version from alerts where active = ? and updated_at >= ? "
+                "order by updated_at",
                 (int(active), since),
             ) as cursor:
-                return [json.loads(row[0]) for row in await cursor.fetchall()]
+                rows = list(await cursor.fetchall())
+        if active:
+            self.versions.loaded(((r[1], r[2]) for r in rows), every=since == 0.0)
+        return [json.loads(row[0]) for row in rows]
+
+    async def load_alert(self, key: str) -> tuple[bool, dict[str, Any]] | None:
+        async with self._lock:
+            db = await self._checked()
+            async with db.execute("select active, doc, version from alerts where key = ?", (key,)) as cursor:
+                row = await cursor.fetchone()
+        if row is None:
+            return None
+        self.versions.committed({key: row[2] if row[0] else None})
+        return bool(row[0]), json.loads(row[1])
 
     async def pending(self) -> list[OutboxItem]:
         async with self._lock:
@@ -397,15 +420,37 @@ async def _one(db: aiosqlite.Connection, query: str) -> Any:
     return None if row is None else row[0]
 
 
-_UPSERT_ALERT = (
-    "insert into alerts (key, alert_id, active, updated_at, doc) values (?, ?, ?, ?, ?) "
-    "on conflict(key) do update set active = excluded.active, "
-    "updated_at = excluded.updated_at, doc = excluded.doc"
+_INSERT_ALERT = (
+    "insert into alerts (active, updated_at, doc, key, alert_id, version) "
+    "values (?, ?, ?, ?, ?, 1) on conflict(key) do nothing"
+)
+_UPDATE_ALERT = (
+    "update alerts set active = ?, updated_at = ?, doc = ?, version = version + 1 "
+    "where key = ? and alert_id = ? and version = ?"
 )
 
 
-def _alert_row(alert: AlertRecord) -> tuple[Any, ...]:
-    return (alert.key, alert.alert_id, int(alert.active), alert.updated_at, json.dumps(alert.doc))
+async def _store_alerts(
+    db: aiosqlite.Connection, versions: Versions, round_: dict[str, int | None], records: list[AlertRecord]
+) -> None:
+    """Compare-and-set, as PostgreSQL's (one writer here, so a Conflict means a second process).
+    A statement that falls short is a Conflict naming all its keys: the writer then tries the
+    round's writes one by one, and the write alone names its own."""
+    inserts: list[tuple[Any, ...]] = []
+    updates: list[tuple[Any, ...]] = []
+    for alert in records:  # in order: a row new in this round is inserted before it is updated
+        expected = versions.expected(alert.key, round_)
+        row = (int(alert.active), alert.updated_at, json.dumps(alert.doc), alert.key, alert.alert_id)
+        if expected is None:
+            inserts.append(row)
+        else:
+            updates.append((*row, expected))
+        round_[alert.key] = (1 if expected is None else expected + 1) if alert.active else None
+    for query, rows in ((_INSERT_ALERT, inserts), (_UPDATE_ALERT, updates)):
+        if rows:
+            cursor = await db.executemany(query, rows)
+            if cursor.rowcount != len(rows):
+                raise Conflict([row[3] for row in rows])
 
 
 async def _commit(

@@ -112,6 +112,9 @@ class WatchedStore(Writes):
     async def load_alerts(self, active: bool, since: float = 0.0) -> list[dict[str, Any]]:
         return await self._do(("load_alerts",), lambda: self.store.load_alerts(active, since))
 
+    async def load_alert(self, key: str) -> tuple[bool, dict[str, Any]] | None:
+        return await self._do(("load_alert",), lambda: self.store.load_alert(key))
+
     async def pending(self) -> list[OutboxItem]:
         return await self._do(("pending",), self.store.pending)
 

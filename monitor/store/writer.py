@@ -68,6 +68,9 @@ class StoreWriter(Writes):
         # a round with a leader's write begins with the epoch and lease check, in the same
         # transaction, and a refused round writes nothing (HA.md (b) Fencing 1).
         self.fence: tuple[str, int] | None = None
+        # With shards: does an alert document or a notification payload belong to this shard's
+        # checks? Reads of alerts and outbox rows keep to them (None: every one is this replica's).
+        self.owns: Callable[[dict[str, Any]], bool] | None = None
         self._on_commit = on_commit
         self._on_fenced = on_fenced
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
@@ -119,10 +122,17 @@ class StoreWriter(Writes):
         return self.store.fault(exc)
 
     async def load_alerts(self, active: bool, since: float = 0.0) -> list[dict[str, Any]]:
-        return await self.store.load_alerts(active, since)
+        docs = await self.store.load_alerts(active, since)
+        owns = self.owns
+        return docs if owns is None else [doc for doc in docs if owns(doc)]
+
+    async def load_alert(self, key: str) -> tuple[bool, dict[str, Any]] | None:
+        return await self.store.load_alert(key)
 
     async def pending(self) -> list[OutboxItem]:
-        return await self.store.pending()
+        items = await self.store.pending()
+        owns = self.owns
+        return items if owns is None else [item for item in items if owns(item.payload)]
 
     async def load_silences(self) -> list[dict[str, Any]]:
         return await self.store.load_silences()

@@ -61,10 +61,14 @@ async def test_steady_pair_pages_once(ha_lab: HaLab) -> None:
     view = await cluster_of(follower)
     assert view["mode"] == "ha" and view["checks"] == 1 and view["epoch"] == 1
     await outage(ha_lab, leader)
+    # The leader exports its alerts; the follower the same, as the store has them (within 2 s).
+    await until(lambda: _firing(leader, 1), "the leader exports the firing alert", timeout_s=2)
+    await until(lambda: _firing(follower, 1), "the follower exports the firing alert", timeout_s=2)
     ha_lab.target.up(CHECK)
     [resolve] = await ha_lab.pagerduty.wait_event("resolve")
     [trigger] = ha_lab.pagerduty.of("trigger")
     assert resolve.dedup_key == trigger.dedup_key
+    await until(lambda: _firing(follower, 0), "the follower exports the resolve", timeout_s=2)
     assert ha_lab.target.runners(CHECK) == {"r0", "r1"}  # every replica runs its checks
     await ha_lab.finish()
 
@@ -450,6 +454,7 @@ async def test_depends_on_across_shards(ha_lab: HaLab) -> None:
     ha_lab.target.up("database", CHECK)
     await ha_lab.pagerduty.wait_event("resolve")
     await asyncio.sleep(1.5)  # backend-api's own alert resolved, never paged
+    assert await api_shard.metric("monitor_cluster_dependency_stale_total") == 0.0
     db_shard.kill()
     ha_lab.target.down(CHECK)
     down = time.monotonic()
@@ -457,9 +462,14 @@ async def test_depends_on_across_shards(ha_lab: HaLab) -> None:
     bound_s = 2 * 1.0 + 4.0  # database's interval and the failover
     assert triggers[1].body["payload"]["component"] == CHECK
     assert bound_s - 1.0 <= triggers[1].t - down <= bound_s + 4.0
+    assert await api_shard.metric("monitor_cluster_dependency_stale_total") == 1.0  # only this page
     ha_lab.target.up(CHECK)
     await ha_lab.pagerduty.wait_event("resolve", 2)
     await ha_lab.finish()
+
+
+async def _firing(replica: Replica, count: int) -> bool:
+    return await replica.metric("monitor_alerts_firing", severity="critical") == count
 
 
 async def _suppressed_by(replica: Replica, check: str, why: str) -> bool:

@@ -7,15 +7,16 @@ writes it again; `test_golden_table_is_prometheus_hashmod` checks it against the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 from monitor.config import parse_config
-from monitor.sharding import members, shard_of
+from monitor.sharding import members, ownership, shard_of
 from tests.fakes.prometheus import PrometheusServer
-from tests.ha.harness import HaLab
+from tests.ha.harness import HaLab, Replica
 
 GOLDEN = Path(__file__).parent / "data" / "hashmod.json"
 MODULI = (2, 3, 7)
@@ -106,6 +107,104 @@ async def test_two_shards_each_run_only_their_checks(ha_lab: HaLab) -> None:
     assert {c: ha_lab.target.runners(c) for c in checks} == {c: {f"r{table[c]}"} for c in checks}
     await ha_lab.stop_all()
     assert ha_lab.exit_codes == {"r0": 0, "r1": 0}
+
+
+def test_ownership_keeps_a_shard_to_its_checks_and_its_storm() -> None:
+    config = parse_config(config_with(["database", "backend-api"], 2, 0), {})  # database: shard 0
+    owns = ownership(config)
+    assert owns is not None
+    assert owns({"check": "database"}) and not owns({"check": "backend-api"})
+    assert owns({"kind": "storm", "shard": 0}) and not owns({"kind": "storm", "shard": 1})
+    assert owns({"check": "storm", "check_type": "storm", "alert_id": "storm-0-2026-01-01T00:00:00Z"})
+    assert not owns({"check": "storm", "check_type": "storm", "alert_id": "storm-1-2026-01-01T00:00:00Z"})
+    assert ownership(parse_config(config_with(["database"], 1, 0), {})) is None
+
+
+FAILOVER = "4s"
+
+
+async def _sent(replica: Replica) -> float:
+    return await replica.metric("monitor_notifications_total", notifier="oncall", outcome="sent") or 0.0
+
+
+async def _alerted_checks(replica: Replica) -> set[str]:
+    return {a["check"] for a in (await replica.get_json("/api/v1/alerts"))["alerts"]}
+
+
+async def test_each_shard_keeps_to_its_own_alerts_and_outbox(ha_lab: HaLab) -> None:
+    """2 x 1: both shards have a check down while PagerDuty refuses, so both triggers wait in the
+    outbox; shard 1's leader restarts (a promotion, which loads alerts and pending rows). Each
+    alert pages exactly once, by its own shard's leader, and each lists only its own alert."""
+    checks = ("database", "backend-api")
+    db_shard, api_shard = await ha_lab.start(2, shards=2, failover=FAILOVER, checks=checks)
+    assert (db_shard.shard, api_shard.shard) == (0, 1)  # the hashmod of these names
+    await ha_lab.wait_leader(0)
+    await ha_lab.wait_leader(1)
+    ha_lab.pagerduty.fail(503)
+    ha_lab.target.down("database", "backend-api")
+    await ha_lab.pagerduty.wait_event("trigger", 2)  # both refused: both rows pending in the store
+    api_shard.terminate()
+    assert await api_shard.wait_exit() == 0
+    await api_shard.start()
+    await ha_lab.wait_leader(1)
+    ha_lab.pagerduty.accept()
+    await ha_lab.pagerduty.wait_event("trigger", 2, accepted=True, timeout_s=20)
+    assert await _alerted_checks(db_shard) == {"database"}
+    assert await _alerted_checks(api_shard) == {"backend-api"}
+    for replica in (db_shard, api_shard):  # each its own shard's alerts: summed over shards, 2
+        assert await replica.metric("monitor_alerts_firing", severity="critical") == 1.0, replica
+    ha_lab.target.up("database", "backend-api")
+    await ha_lab.pagerduty.wait_event("resolve", 2, timeout_s=20)
+    # Trigger and resolve each, sent by the leader of the check's own shard (counters since start).
+    # (counted once the reply is read: polled, another process)
+    end = time.monotonic() + 5
+    while (sent := (await _sent(db_shard), await _sent(api_shard))) != (2.0, 2.0):
+        assert time.monotonic() < end, f"sent by shard 0, shard 1: {sent}"
+        await asyncio.sleep(0.1)
+    components = sorted(e.body["payload"]["component"] for e in ha_lab.pagerduty.of(accepted=True))
+    assert components == ["backend-api", "backend-api", "database", "database"]
+    await ha_lab.finish()
+
+
+async def _restart_as(replica: Replica, shard: int, shards: int) -> None:
+    replica.terminate()
+    assert await replica.wait_exit() == 0
+    replica.env["MONITOR_SHARD"], replica.shard = f"{shard}/{shards}", shard
+    await replica.start()
+
+
+async def test_rolling_reshard_from_two_to_three_pages_once(ha_lab: HaLab) -> None:
+    """11 (reshard). Two shards, both checks down and paged; a third replica joins as 2/3, then
+    the two restart one by one as 0/3 and 1/3. `backend-api` moves from 1/2 to 2/3 while both
+    lead (the overlap: its resolve is sent once); `database` moves from 0/2 to 1/3 by the
+    restarts. One trigger and one resolve per check, with one leader per shard all along."""
+    checks = ("backend-api", "database")
+    assert [(shard_of(c, 2), shard_of(c, 3)) for c in checks] == [(1, 2), (0, 1)]
+    r0, r1 = await ha_lab.start(2, shards=2, shard_env=True, failover=FAILOVER, checks=checks)
+    await ha_lab.wait_leader(0)
+    await ha_lab.wait_leader(1)
+    ha_lab.target.down(*checks)
+    await ha_lab.pagerduty.wait_event("trigger", 2, accepted=True)
+    [r2] = await ha_lab.start(1, shards=3, placement=[2], shard_env=True, failover=FAILOVER, checks=checks)
+    await ha_lab.wait_leader(2)
+    end = time.monotonic() + 5
+    while await _alerted_checks(r2) != {"backend-api"}:  # loaded when it took over shard 2/3
+        assert time.monotonic() < end, "the new shard's leader has not loaded backend-api's alert"
+        await asyncio.sleep(0.1)
+    ha_lab.target.up("backend-api")  # both 1/2 and 2/3 own it now: one resolve
+    await ha_lab.pagerduty.wait_event("resolve")
+    await _restart_as(r0, 0, 3)
+    await _restart_as(r1, 1, 3)
+    await ha_lab.wait_leader(1, not_=None)
+    ha_lab.target.up("database")
+    await ha_lab.pagerduty.wait_event("resolve", 2)
+    assert sorted((e.event_action, e.body["payload"]["component"]) for e in ha_lab.pagerduty.events) == [
+        ("resolve", "backend-api"),
+        ("resolve", "database"),
+        ("trigger", "backend-api"),
+        ("trigger", "database"),
+    ]
+    await ha_lab.finish()
 
 
 if __name__ == "__main__":
