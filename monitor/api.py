@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from monitor import badges, statuspage
 from monitor.config import Config
 from monitor.models import iso
-from monitor.store import StoreError
+from monitor.store import Conflict, StoreError
 
 log = logging.getLogger("monitor.api")
 
@@ -243,6 +243,8 @@ async def api_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return _http_error(request, exc)
     except StoreError as exc:  # a write or history read the failing store refused: nothing changed
         return _error(503, f"state store unavailable: {exc}")
+    except Conflict:  # the alert changed in the store meanwhile (another replica), twice in a row
+        return _error(409, "the alert changed meanwhile (another replica wrote it): try again")
     except Exception:
         log.exception("API request failed", extra={"path": request.path})
         return _error(500, "internal error (logged)")

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.config import load_config
 from monitor.daemon import Daemon
+from monitor.store import Conflict
 
 TOKEN = "store-down-token"
 
@@ -73,3 +74,24 @@ timeout = "1s"
                 assert [s["id"] for s in (await resp.json())["silences"]] == [made["id"]]
     finally:
         await daemon.stop()
+
+
+async def test_an_ack_that_keeps_conflicting_is_a_409_not_a_500(tmp_path: Path) -> None:
+    config = tmp_path / "monitor.toml"
+    config.write_text(f'[monitor]\nlisten = "127.0.0.1:0"\nstate = "memory"\napi_token = "{TOKEN}"\n')
+    daemon = Daemon(load_config(config), registry=CollectorRegistry())
+
+    async def always_changed(alert_id: str, by: str | None, comment: str | None) -> None:
+        raise Conflict([alert_id])  # another replica wrote the alert each time it was read again
+
+    daemon.alerts.acknowledge = always_changed  # type: ignore[method-assign]
+    await daemon.start()
+    url = f"http://127.0.0.1:{daemon.bound_port}/api/v1/alerts/web:up/ack"
+    try:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        async with aiohttp.ClientSession() as http, http.post(url, headers=auth) as resp:
+            assert resp.status == 409
+            body = await resp.json()
+    finally:
+        await daemon.stop()
+    assert body == {"error": "the alert changed meanwhile (another replica wrote it): try again"}
