@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 import trustme
 
+from monitor.store import Store
+from monitor.store.postgres import PostgresStore
+from monitor.store.sqlite import SqliteStore
 from tests.fakes.postgres import PostgresCluster
 from tests.fakes.servers import client_session
 
@@ -30,3 +34,17 @@ async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
 def tls_ca() -> trustme.CA:
     """A certificate authority made for the test session."""
     return trustme.CA()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def stores(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PostgresCluster
+) -> AsyncIterator[Callable[[], Store]]:
+    """A factory of real stores over one state, once per backend: each call is another
+    process's store on it (or the same store after a restart)."""
+    if request.param == "sqlite":
+        path = str(tmp_path / "state.db")
+        yield lambda: SqliteStore(path)
+        return
+    async with pg_cluster.database(f"stores_{abs(hash(request.node.nodeid)) % 10**8}") as db:
+        yield lambda: PostgresStore(pg_cluster.dsn(database=db))

@@ -3,18 +3,14 @@ writer, pruned past `monitor.history`, read back at start so uptime survives a r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from monitor.config import ConfigError, parse_config
 from monitor.history import History
 from monitor.store import MemoryStore, Store, StoreWriter
-from monitor.store.postgres import PostgresStore
-from monitor.store.sqlite import SqliteStore
 from tests.fakes.clock import FakeClock
-from tests.fakes.postgres import PostgresCluster
 
 HOUR = 3600.0
 START = 1_794_988_800.0  # an hour's start: 2026-11-18T08:00:00Z
@@ -23,19 +19,6 @@ DAY_30 = 30 * 86400.0
 
 def hours_since_epoch(ts: float) -> int:
     return int(ts // HOUR)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def make(
-    request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PostgresCluster
-) -> AsyncIterator[Callable[[], Store]]:
-    """Stores over the same state: a second one is the store after a restart."""
-    if request.param == "sqlite":
-        path = str(tmp_path / "state.db")
-        yield lambda: SqliteStore(path)
-        return
-    async with pg_cluster.database(f"history_{abs(hash(request.node.name)) % 10**8}") as db:
-        yield lambda: PostgresStore(pg_cluster.dsn(database=db))
 
 
 def run_hour(history: History, clock: FakeClock, name: str, failures: int, latency_ms: float) -> None:
@@ -101,9 +84,9 @@ def test_history_0_keeps_none_and_a_bad_value_names_the_key() -> None:
     assert caught.value.errors[0].startswith("monitor.history: ")
 
 
-async def test_restart_keeps_uptime_and_merges_the_hour_it_happened_in(make: Callable[[], Store]) -> None:
+async def test_restart_keeps_uptime_and_merges_the_hour_it_happened_in(stores: Callable[[], Store]) -> None:
     clock = FakeClock(START)
-    store = make()
+    store = stores()
     await store.open()
     history = History(store, clock, DAY_30)
     run_hour(history, clock, "api", failures=36, latency_ms=40.0)  # 08:00: 90 % up
@@ -115,7 +98,7 @@ async def test_restart_keeps_uptime_and_merges_the_hour_it_happened_in(make: Cal
     await history.flush()
     await store.close()
 
-    store = make()
+    store = stores()
     await store.open()
     try:
         restarted = History(store, clock, DAY_30)
@@ -139,9 +122,9 @@ async def test_restart_keeps_uptime_and_merges_the_hour_it_happened_in(make: Cal
         await store.close()
 
 
-async def test_an_hour_a_stopped_process_left_open_is_counted_once(make: Callable[[], Store]) -> None:
+async def test_an_hour_a_stopped_process_left_open_is_counted_once(stores: Callable[[], Store]) -> None:
     clock = FakeClock(START)
-    store = make()
+    store = stores()
     await store.open()
     try:
         history = History(store, clock, DAY_30)
@@ -162,9 +145,9 @@ async def test_an_hour_a_stopped_process_left_open_is_counted_once(make: Callabl
         await store.close()
 
 
-async def test_a_batch_is_one_transaction_and_old_hours_are_pruned(make: Callable[[], Store]) -> None:
+async def test_a_batch_is_one_transaction_and_old_hours_are_pruned(stores: Callable[[], Store]) -> None:
     clock = FakeClock(START)
-    store = StoreWriter(make())
+    store = StoreWriter(stores())
     await store.open()
     store.start()
     try:

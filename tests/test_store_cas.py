@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import textwrap
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,21 +28,8 @@ def record(state: str, active: bool = True, at: float = 100.0) -> AlertRecord:
     return AlertRecord(KEY, "db-up", active, at, {"id": "db-up", "state": state})
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def two(
-    request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PostgresCluster
-) -> AsyncIterator[Callable[[], Store]]:
-    """A factory of stores, each a process of its own, on the same state."""
-    if request.param == "sqlite":
-        path = str(tmp_path / "state.db")
-        yield lambda: SqliteStore(path)
-        return
-    async with pg_cluster.database(f"cas_{abs(hash(request.node.name)) % 10**8}") as db:
-        yield lambda: PostgresStore(pg_cluster.dsn(database=db))
-
-
-async def test_a_stale_update_conflicts_and_writes_nothing_of_its_round(two: Callable[[], Store]) -> None:
-    a, b = two(), two()
+async def test_a_stale_update_conflicts_and_writes_nothing_of_its_round(stores: Callable[[], Store]) -> None:
+    a, b = stores(), stores()
     await a.open()
     await b.open()
     try:
@@ -72,8 +59,8 @@ async def test_a_stale_update_conflicts_and_writes_nothing_of_its_round(two: Cal
         await b.close()
 
 
-async def test_a_second_insert_of_one_episode_conflicts(two: Callable[[], Store]) -> None:
-    a, b = two(), two()
+async def test_a_second_insert_of_one_episode_conflicts(stores: Callable[[], Store]) -> None:
+    a, b = stores(), stores()
     await a.open()
     await b.open()
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +25,10 @@ from monitor.store import (
     Write,
 )
 from monitor.store.base import reason
-from monitor.store.postgres import PostgresStore
 from monitor.store.sqlite import SqliteStore
-from tests.fakes.postgres import PostgresCluster
 
 WRITERS = 200
 BAD = 57  # the commit whose second notification cannot be encoded
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def backend(
-    request: pytest.FixtureRequest, tmp_path: Path, pg_cluster: PostgresCluster
-) -> AsyncIterator[Callable[[], Store]]:
-    """A factory of real stores over the same state: a second one is a reopen after a restart."""
-    if request.param == "sqlite":
-        path = str(tmp_path / "state.db")
-        yield lambda: SqliteStore(path)
-        return
-    async with pg_cluster.database(f"writer_{abs(hash(request.node.name)) % 10**8}") as db:
-        yield lambda: PostgresStore(pg_cluster.dsn(database=db))
 
 
 async def running(store: Store) -> StoreWriter:
@@ -115,8 +100,8 @@ async def assert_stored(store: Any) -> None:
 # ---------------------------------------------------------------- the tests
 
 
-async def test_concurrent_writers_each_get_their_own_transaction(backend: Callable[[], Store]) -> None:
-    writer = await running(backend())
+async def test_concurrent_writers_each_get_their_own_transaction(stores: Callable[[], Store]) -> None:
+    writer = await running(stores())
     seen_bad = False
 
     async def read_meanwhile(done: asyncio.Event) -> None:
@@ -139,7 +124,7 @@ async def test_concurrent_writers_each_get_their_own_transaction(backend: Callab
     assert [r for i, r in enumerate(results) if i != BAD and isinstance(r, BaseException)] == []
     assert not seen_bad  # a read never sees a round that is not committed
 
-    reopened = backend()
+    reopened = stores()
     await reopened.open()
     try:
         await assert_stored(reopened)
@@ -147,8 +132,8 @@ async def test_concurrent_writers_each_get_their_own_transaction(backend: Callab
         await reopened.close()
 
 
-async def test_a_thousand_concurrent_commits_are_a_handful_of_rounds(backend: Callable[[], Store]) -> None:
-    writer = await running(backend())
+async def test_a_thousand_concurrent_commits_are_a_handful_of_rounds(stores: Callable[[], Store]) -> None:
+    writer = await running(stores())
     try:
         before = writer.rounds
         results = await asyncio.gather(
