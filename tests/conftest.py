@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 import trustme
 
+from monitor.proxies import proxy_environment
 from monitor.store import Store
 from monitor.store.postgres import PostgresStore
 from monitor.store.sqlite import SqliteStore
@@ -48,3 +49,19 @@ async def stores(
         return
     async with pg_cluster.database(f"stores_{abs(hash(request.node.nodeid)) % 10**8}") as db:
         yield lambda: PostgresStore(pg_cluster.dsn(database=db))
+
+
+@pytest.fixture
+def tls_ca_file(tmp_path: Path, tls_ca: trustme.CA) -> str:
+    """The session CA's certificate as a PEM file (what `tls_ca` names)."""
+    path = tmp_path / "ca.pem"
+    tls_ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.fixture
+def fresh_proxy_environment() -> Iterator[None]:
+    """The proxy environment (read once per process) read again after the test's own."""
+    proxy_environment.cache_clear()
+    yield
+    proxy_environment.cache_clear()

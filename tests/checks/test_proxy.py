@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -18,32 +17,20 @@ from checks.http import HttpCheck, HttpCheckConfig
 from checks.prometheus import PrometheusCheck, PrometheusCheckConfig
 from checks.websocket import WebSocketCheck, WebSocketCheckConfig
 from monitor.config import ConfigError, parse_config
-from monitor.proxies import ProxyEnvironment, proxy_environment
+from monitor.proxies import ProxyEnvironment
 from monitor.runner import run_check
 from tests.fakes.proxy import LoopbackProxy, set_proxy_environment
 from tests.fakes.servers import LoopbackServers, json_handler, refused_port, tls_server_context
 
+pytestmark = pytest.mark.usefixtures("fresh_proxy_environment")
+
 BASIC = "Basic " + base64.b64encode(b"probe:pr0xy-s3cret").decode()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_proxy_environment() -> Iterator[None]:
-    proxy_environment.cache_clear()
-    yield
-    proxy_environment.cache_clear()
 
 
 @pytest.fixture
 async def proxy() -> AsyncIterator[LoopbackProxy]:
     async with LoopbackProxy() as started:
         yield started
-
-
-@pytest.fixture
-def ca_file(tmp_path: Path, tls_ca: trustme.CA) -> str:
-    path = tmp_path / "ca.pem"
-    tls_ca.cert_pem.write_to_path(str(path))
-    return str(path)
 
 
 def http_check(http_session: aiohttp.ClientSession, url: str, **options: Any) -> HttpCheck:
@@ -56,11 +43,11 @@ def with_credentials(proxy: LoopbackProxy) -> str:
 
 
 async def test_https_goes_through_connect_with_the_proxy_credentials(
-    servers: LoopbackServers, tls_ca: trustme.CA, ca_file: str, http_session: aiohttp.ClientSession
+    servers: LoopbackServers, tls_ca: trustme.CA, tls_ca_file: str, http_session: aiohttp.ClientSession
 ) -> None:
     base = await servers.http({"/health": json_handler({"ok": True})}, ssl_context=tls_server_context(tls_ca))
     async with LoopbackProxy(authorization=BASIC) as proxy:
-        check = http_check(http_session, f"{base}/health", proxy=with_credentials(proxy), tls_ca=ca_file)
+        check = http_check(http_session, f"{base}/health", proxy=with_credentials(proxy), tls_ca=tls_ca_file)
         result = await run_check(check)
 
     assert result.reason is None
@@ -115,17 +102,17 @@ async def test_a_proxy_refusing_the_tunnel_gives_its_status(http_session: aiohtt
 async def test_env_uses_https_proxy_unless_no_proxy_names_the_host(
     servers: LoopbackServers,
     tls_ca: trustme.CA,
-    ca_file: str,
+    tls_ca_file: str,
     proxy: LoopbackProxy,
     http_session: aiohttp.ClientSession,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     base = await servers.http({"/": json_handler({})}, ssl_context=tls_server_context(tls_ca))
     set_proxy_environment(monkeypatch, HTTPS_PROXY=proxy.url, NO_PROXY="localhost,.internal.example")
-    through = await run_check(http_check(http_session, f"{base}/", proxy="env", tls_ca=ca_file))
+    through = await run_check(http_check(http_session, f"{base}/", proxy="env", tls_ca=tls_ca_file))
     set_proxy_environment(monkeypatch, https_proxy=proxy.url, NO_PROXY="example.com, 127.0.0.0/8")
-    direct = await run_check(http_check(http_session, f"{base}/", proxy="env", tls_ca=ca_file))
-    unset = await run_check(http_check(http_session, f"{base}/", tls_ca=ca_file))  # checks: none
+    direct = await run_check(http_check(http_session, f"{base}/", proxy="env", tls_ca=tls_ca_file))
+    unset = await run_check(http_check(http_session, f"{base}/", tls_ca=tls_ca_file))  # checks: none
 
     assert (through.reason, direct.reason, unset.reason) == (None, None, None)
     assert [r.method for r in proxy.requests] == ["CONNECT"]
@@ -170,7 +157,7 @@ def test_the_environment_variables_curl_reads() -> None:
 
 
 async def test_websocket_through_the_proxy(
-    servers: LoopbackServers, tls_ca: trustme.CA, ca_file: str, http_session: aiohttp.ClientSession
+    servers: LoopbackServers, tls_ca: trustme.CA, tls_ca_file: str, http_session: aiohttp.ClientSession
 ) -> None:
     async def pong(connection: ServerConnection) -> None:
         async for _message in connection:
@@ -186,7 +173,7 @@ async def test_websocket_through_the_proxy(
                 "send": "ping",
                 "expect": "pong",
                 "proxy": with_credentials(proxy),
-                "tls_ca": ca_file,
+                "tls_ca": tls_ca_file,
             }
         )
         result = await run_check(WebSocketCheck(config, CheckDeps(http=http_session)))

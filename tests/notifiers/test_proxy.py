@@ -4,8 +4,7 @@ set, a configured proxy URL, and the TLS keys (the receivers' CA given as `tls_c
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -17,30 +16,17 @@ from alerts.notifiers.base import Notifier, Retry, Sent
 from alerts.notifiers.pagerduty import PagerDutyConfig, PagerDutyNotifier
 from alerts.notifiers.slack import SlackConfig, SlackNotifier
 from alerts.notifiers.webhook import WebhookConfig, WebhookNotifier
-from monitor.proxies import proxy_environment
 from tests.fakes.proxy import LoopbackProxy, set_proxy_environment
 from tests.fakes.servers import LoopbackServers, refused_port, tls_server_context
 from tests.notifiers.samples import notification
 
-
-@pytest.fixture(autouse=True)
-def _fresh_proxy_environment() -> Iterator[None]:
-    proxy_environment.cache_clear()
-    yield
-    proxy_environment.cache_clear()
+pytestmark = pytest.mark.usefixtures("fresh_proxy_environment")
 
 
 @pytest.fixture
 async def servers() -> AsyncIterator[LoopbackServers]:
     async with LoopbackServers() as started:
         yield started
-
-
-@pytest.fixture
-def ca_file(tmp_path: Path, tls_ca: trustme.CA) -> str:
-    path = tmp_path / "ca.pem"
-    tls_ca.cert_pem.write_to_path(str(path))
-    return str(path)
 
 
 async def https_receiver(servers: LoopbackServers, tls_ca: trustme.CA, bodies: list[Any]) -> str:
@@ -54,7 +40,7 @@ async def https_receiver(servers: LoopbackServers, tls_ca: trustme.CA, bodies: l
 async def test_pagerduty_slack_and_webhook_go_through_https_proxy(
     servers: LoopbackServers,
     tls_ca: trustme.CA,
-    ca_file: str,
+    tls_ca_file: str,
     http_session: aiohttp.ClientSession,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -70,7 +56,7 @@ async def test_pagerduty_slack_and_webhook_go_through_https_proxy(
                         "type": "pagerduty",
                         "routing_key": "R0UTINGKEY",
                         "url": f"{base}/hook",
-                        "tls_ca": ca_file,
+                        "tls_ca": tls_ca_file,
                     }
                 ),
                 http_session,
@@ -78,13 +64,15 @@ async def test_pagerduty_slack_and_webhook_go_through_https_proxy(
             SlackNotifier(
                 "chat",
                 SlackConfig.model_validate(
-                    {"type": "slack", "webhook_url": f"{base}/hook", "tls_ca": ca_file}
+                    {"type": "slack", "webhook_url": f"{base}/hook", "tls_ca": tls_ca_file}
                 ),
                 http_session,
             ),
             WebhookNotifier(
                 "hook",
-                WebhookConfig.model_validate({"type": "webhook", "url": f"{base}/hook", "tls_ca": ca_file}),
+                WebhookConfig.model_validate(
+                    {"type": "webhook", "url": f"{base}/hook", "tls_ca": tls_ca_file}
+                ),
                 http_session,
             ),
         ]
@@ -101,7 +89,7 @@ async def test_pagerduty_slack_and_webhook_go_through_https_proxy(
 async def test_no_proxy_or_proxy_none_goes_direct(
     servers: LoopbackServers,
     tls_ca: trustme.CA,
-    ca_file: str,
+    tls_ca_file: str,
     http_session: aiohttp.ClientSession,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -109,11 +97,13 @@ async def test_no_proxy_or_proxy_none_goes_direct(
     base = await https_receiver(servers, tls_ca, bodies)
     async with LoopbackProxy() as proxy:
         set_proxy_environment(monkeypatch, HTTPS_PROXY=proxy.url, NO_PROXY="127.0.0.1")
-        bypassed = WebhookConfig.model_validate({"type": "webhook", "url": f"{base}/hook", "tls_ca": ca_file})
+        bypassed = WebhookConfig.model_validate(
+            {"type": "webhook", "url": f"{base}/hook", "tls_ca": tls_ca_file}
+        )
         assert await WebhookNotifier("a", bypassed, http_session).send(notification()) == Sent()
         set_proxy_environment(monkeypatch, HTTPS_PROXY=proxy.url)
         direct = WebhookConfig.model_validate(
-            {"type": "webhook", "url": f"{base}/hook", "tls_ca": ca_file, "proxy": None}
+            {"type": "webhook", "url": f"{base}/hook", "tls_ca": tls_ca_file, "proxy": None}
         )
         assert await WebhookNotifier("b", direct, http_session).send(notification()) == Sent()
     assert proxy.requests == []
