@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from docs.badges.render import EXAMPLES, HERE
 from monitor import badges
 from monitor.daemon import Daemon
 from tests.fakes.clock import FakeClock
@@ -129,3 +130,10 @@ def test_every_text_is_escaped() -> None:
     label, value, colour = parsed(svg)
     assert (label, value, colour) == ('<a href="x">&', "it's </text><script>", '"red')
     assert "<script>" not in svg
+
+
+def test_the_readmes_badges_are_what_the_code_draws() -> None:
+    for name, svg in EXAMPLES.items():
+        assert (HERE / name).read_text(encoding="utf-8") == svg, (
+            f"docs/badges/{name}: run docs/badges/render.py"
+        )
