@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import sys
@@ -159,14 +160,23 @@ async def pg_cost(lab: HaLab, checks: int, failover: str, window_s: float = 20.0
         lab.replicas.append(replica)
         await replica.start(timeout_s=120)
         await asyncio.sleep(5)  # past the start: schema, first loads
-        before = await _commits(lab)
+        before, cpu_before = await _commits(lab), [_cpu_s(r) for r in lab.replicas]
         await asyncio.sleep(window_s)
         result[f"{role}_xact_per_s"] = round((await _commits(lab) - before) / window_s, 1)
+        # Each replica's share of a core over the window (leader alone, then leader and follower).
+        shares = [(_cpu_s(r) - c) / window_s for r, c in zip(lab.replicas, cpu_before, strict=True)]
+        result[f"{role}_window_cpu_share"] = [round(x, 3) for x in shares]
     # The second window has both: what the follower adds is the difference.
     result["follower_adds_xact_per_s"] = round(result["follower_xact_per_s"] - result["leader_xact_per_s"], 1)
     result["leader_alone_xact_per_s"] = result.pop("leader_xact_per_s")
     result["pair_xact_per_s"] = result.pop("follower_xact_per_s")
     return result
+
+
+def _cpu_s(replica: Replica) -> float:
+    """User + system CPU seconds of a replica's process so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{replica.proc.pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _commits(lab: HaLab) -> int:
