@@ -592,11 +592,11 @@ class Daemon:
     def metrics_text(self) -> Iterator[str]:
         return self.metrics.render(self.runtimes.values())
 
-    def checks_view(self, history: bool = False) -> dict[str, Any]:
+    def checks_view(self) -> dict[str, Any]:
         now = self.clock.now()
         for rt in self.runtimes.values():
             rt.suppressed = self.alerts.check_suppression(rt.check.name, now)
-        return summary(self.runtimes.values(), history)
+        return summary(self.runtimes.values())
 
     async def alerts_view(
         self, resolved_since: float | None, metric: str | None = None

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterator
 
 from monitor.config import ThresholdRow
 from monitor.models import CheckResult, Level, RowEvaluation
 
 # Metrics computed over a row's window rather than taken from the latest run.
 DERIVED = ("latency_p95_ms", "latency_p99_ms", "error_rate_pct", "availability_pct")
-HISTORY_RUNS = 20  # recent runs per check kept for the status page, whatever the windows
 # A float32 time offset below 2**14 s is exact to the millisecond (ulp 2**-10 s).
 _REBASE_S = 2.0**14
 
@@ -32,8 +30,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 class Window:
-    """A check's recent runs: enough for the longest window any of its derived rows needs, and
-    never fewer than HISTORY_RUNS (the status page's history), so one log serves both.
+    """A check's recent runs: enough for the longest window any of its derived rows needs.
 
     Runs are (time, latency_ms) pairs in one flat array of 4-byte floats, a failed run's latency
     NaN, times as offsets from `_base` (moved forward before they lose millisecond precision).
@@ -53,7 +50,7 @@ class Window:
             self._rebase(runs[0] + self._base if runs else now)
         runs.append(now - self._base)
         runs.append(result.latency_ms if result.up else math.nan)
-        start = min(self._start(now - self.span_s), len(runs) - 2 * HISTORY_RUNS)
+        start = self._start(now - self.span_s)
         if start > 0:
             del runs[:start]
 
@@ -69,11 +66,6 @@ class Window:
         while index < len(runs) and runs[index] <= horizon:
             index += 2
         return index
-
-    def history(self) -> Iterator[tuple[float, bool]]:
-        """The last HISTORY_RUNS runs as (time, up), oldest first."""
-        runs, base = self._runs[-2 * HISTORY_RUNS :], self._base
-        return ((base + runs[i], runs[i + 1] == runs[i + 1]) for i in range(0, len(runs), 2))
 
     def derived(self, metric: str, window_s: float, now: float) -> float | None:
         """A derived metric over the runs of the last `window_s`; None when it has no data.

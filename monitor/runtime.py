@@ -128,16 +128,14 @@ class CheckRuntime(CheckSeries):
             return Status.UNKNOWN
         return _STATUS_OF_LEVEL[self.judge.worst(self.check.name)]
 
-    def view(self, history: bool = False) -> dict[str, Any]:
+    def view(self) -> dict[str, Any]:
         """The check as `monitor once --json` and `GET /api/v1/checks` show it."""
         last = self.last
         samples: dict[str, float] = {}
         if last is not None:
             samples = {**last.all_samples(), **self.evaluator.derived}
-        extra = {"history": [(iso(t), ok) for t, ok in self.evaluator.window.history()]} if history else {}
         states = self.judge.row_states(self.check.name)
         return {
-            **extra,
             "name": self.check.name,
             "type": self.check.type,
             "target": self.check.target(),
@@ -171,8 +169,8 @@ def build_runtimes(
     return runtimes
 
 
-def summary(runtimes: Iterable[CheckRuntime], history: bool = False) -> dict[str, Any]:
-    views = [rt.view(history) for rt in runtimes]
+def summary(runtimes: Iterable[CheckRuntime]) -> dict[str, Any]:
+    views = [rt.view() for rt in runtimes]
     worst = max((Status(v["status"]) for v in views), key=STATUS_RANK.__getitem__, default=Status.OK)
     return {"status": worst.value, "checks": views}
 

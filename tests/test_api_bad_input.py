@@ -337,7 +337,7 @@ async def test_unknown_routes_and_wrong_methods_answer_json(
 async def test_an_unexpected_failure_is_a_json_500_with_a_logged_traceback(
     api: Daemon, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(history: bool = False) -> dict[str, Any]:
+    def broken() -> dict[str, Any]:
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(api, "checks_view", broken)

@@ -10,7 +10,7 @@ import math
 import textwrap
 
 from monitor.config import ThresholdRow, parse_config
-from monitor.evaluation import HISTORY_RUNS, CheckEvaluator, percentile
+from monitor.evaluation import CheckEvaluator, percentile
 from monitor.models import CheckResult, Level, RowEvaluation
 from tests.fakes.clock import FakeClock
 
@@ -221,22 +221,3 @@ def test_window_keeps_span_and_history_over_days_of_runs() -> None:
     now = runs[-1][0]
     in_window = sorted(lat for t, lat in runs if t > now - 300 and lat == lat)
     assert ev.derived["latency_p95_ms"] == percentile(in_window, 95)
-    history = list(ev.window.history())
-    assert len(history) == HISTORY_RUNS
-    for (t, up), (t_run, lat) in zip(history, runs[-HISTORY_RUNS:], strict=True):
-        assert abs(t - t_run) < 0.001
-        assert up is (lat == lat)
-
-
-def test_history_outlives_a_short_window() -> None:
-    """A check without window rows, or with a window shorter than its last runs, still shows
-    its last HISTORY_RUNS runs on the status page."""
-    clock = FakeClock()
-    ev = CheckEvaluator("api", rows_from(""))
-    for i in range(HISTORY_RUNS + 5):
-        ev.observe(ok(10) if i % 2 else failed(), clock.now())
-        clock.advance(60)
-    history = list(ev.window.history())
-    assert len(history) == HISTORY_RUNS
-    assert [up for _, up in history] == [bool(i % 2) for i in range(5, HISTORY_RUNS + 5)]
-    assert history[-1][0] == clock.now() - 60
