@@ -6,10 +6,6 @@ resolve, every replica exits 0)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import pwd
-import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -17,8 +13,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.fakes.postgres import SUPERUSER_PASSWORD, PostgresCluster, free_port
-from tests.ha.harness import HaLab, PgProxy, Replica, Scrape
+from tests.fakes.postgres import PostgresCluster, free_port
+from tests.ha.harness import HaLab, PgBouncer, PgProxy, PoolMode, Replica, Scrape
 
 FAILOVER = "4s"  # R = 0.57 s, S = 1.6 s, D = 1.09 s, L = 2.67 s
 CHECK = "backend-api"
@@ -367,67 +363,38 @@ async def _not_ready(replica: Replica) -> bool:
 
 
 @pytest.fixture
-async def pgbouncer(ha_lab: HaLab) -> AsyncIterator[int]:
-    """A pgbouncer before the test's database: `<db>_transaction` and `<db>_session` pool it in
-    those modes. Yields its port."""
-    binary = shutil.which("pgbouncer", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
-    if binary is None:
-        pytest.skip("pgbouncer not installed (scripts/test installs it)")
-    run = Path(tempfile.mkdtemp(prefix="monitor-pgbouncer-"))  # where the postgres user may read
-    port = free_port()
-    upstream = f"host=127.0.0.1 port={ha_lab.pg.port} dbname={ha_lab.database}"
-    (run / "users.txt").write_text(f'"postgres" "{SUPERUSER_PASSWORD}"\n')
-    (run / "pgbouncer.ini").write_text(
-        f"[databases]\n{ha_lab.database}_transaction = {upstream} pool_mode=transaction\n"
-        f"{ha_lab.database}_session = {upstream} pool_mode=session\n"
-        f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nauth_type = scram-sha-256\n"
-        f"auth_file = {run}/users.txt\nunix_socket_dir =\nlogfile = {run}/pgbouncer.log\n"
-    )
-    command = [binary, str(run / "pgbouncer.ini")]
-    if os.geteuid() == 0:  # pgbouncer refuses to run as root
-        account = pwd.getpwnam("postgres")
-        for path in (run, run / "users.txt", run / "pgbouncer.ini"):
-            os.chown(path, account.pw_uid, account.pw_gid)
-        command = ["runuser", "-u", "postgres", "--", *command]
-    proc = await asyncio.create_subprocess_exec(*command)
+async def bouncers(ha_lab: HaLab) -> AsyncIterator[dict[PoolMode, PgBouncer]]:
+    """Debian pgbouncer before the test's PostgreSQL, one per pool mode."""
+    started: dict[PoolMode, PgBouncer] = {}
     try:
-        await until(lambda: _listening(port), "pgbouncer listening", timeout_s=10)
-        yield port
+        for mode in ("transaction", "session"):
+            started[mode] = await PgBouncer(ha_lab.pg, mode).start()
+        yield started
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-        await proc.wait()
-        shutil.rmtree(run, ignore_errors=True)
+        for bouncer in started.values():
+            await bouncer.aclose()
 
 
-async def _listening(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    writer.close()
-    return True
-
-
-async def test_pgbouncer_transaction_mode_never_leads(ha_lab: HaLab, pgbouncer: int) -> None:
+async def test_pgbouncer_transaction_mode_never_leads(
+    ha_lab: HaLab, bouncers: dict[PoolMode, PgBouncer]
+) -> None:
     """12. Behind pgbouncer in transaction mode a replica refuses to lead and logs why; in session
     mode it leads."""
-    pooled = await _behind_pgbouncer(ha_lab, pgbouncer, "transaction")
+    pooled = await _behind_pgbouncer(ha_lab, bouncers["transaction"])
     await until(lambda: _refused(pooled), "the refusal logged", timeout_s=10)
     assert ha_lab.leaders() == () and await role_of(pooled) == "follower"
-    session = await _behind_pgbouncer(ha_lab, pgbouncer, "session")
+    session = await _behind_pgbouncer(ha_lab, bouncers["session"])
     assert await ha_lab.wait_leader() is session
     await ha_lab.finish()
     assert all(pooled.name not in s.leaders.get(0, ()) for s in ha_lab.scraper.rounds)
 
 
-async def _behind_pgbouncer(lab: HaLab, pgbouncer: int, mode: str) -> Replica:
-    """A replica whose state store is `mode`'s database of pgbouncer (through a proxy of its own)."""
+async def _behind_pgbouncer(lab: HaLab, bouncer: PgBouncer) -> Replica:
+    """A replica whose state store is reached through `bouncer` (and a proxy of its own)."""
     name, port = f"r{len(lab.replicas)}", free_port()
-    proxy = await PgProxy(pgbouncer).start()
-    text = lab.config_text(name, port, proxy.port, failover=FAILOVER)
+    proxy = await PgProxy(bouncer.port).start()
     path = lab.dir / f"{name}.toml"
-    path.write_text(text.replace(f":{proxy.port}/{lab.database}", f":{proxy.port}/{lab.database}_{mode}"))
+    path.write_text(lab.config_text(name, port, proxy.port, failover=FAILOVER))
     replica = Replica(name, 0, path, port, proxy, {})
     lab.replicas.append(replica)
     return await replica.start()
