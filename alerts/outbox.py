@@ -89,6 +89,7 @@ class Outbox:
         self._unstored = OrderedDict()
         self._unsettled: dict[int, tuple[OutboxItem, str]] = {}  # rows whose new status is not stored
         self._flushing = asyncio.Lock()
+        self._flushed: asyncio.Event | None = None  # set when the flush going now ends
         self._stalled = False  # the last flush failed: commits are held for the next one
         self._records = 0  # names record-less commits in _unstored
 
@@ -138,7 +139,14 @@ class Outbox:
         payloads = [(name, n.to_json()) for name, n in outgoing if name in self._queues]
         if alert is None:
             self._records += 1
-        self._hold(alert.key if alert is not None else f"\0{self._records}", alert, payloads)
+        key = alert.key if alert is not None else f"\0{self._records}"
+        self._hold(key, alert, payloads)
+        if self._flushed is not None:
+            # A flush is going: it stores what is held until none is, this commit's too most often
+            # (a storm's thousands then wait for it together, not in line for a flush each).
+            await self._flushed.wait()
+            if key not in self._unstored:
+                return
         if not self._stalled:  # else a failing store is not asked again by every check run
             await self.flush()
 
@@ -168,6 +176,7 @@ class Outbox:
         decisions are dropped, to be taken again on the alert as stored."""
         conflicts: list[str] = []
         async with self._flushing:
+            flushed = self._flushed = asyncio.Event()
             try:
                 while self._unstored:
                     conflicts += await self._store_held()
@@ -179,6 +188,9 @@ class Outbox:
             except StoreError:
                 self._stalled = True
                 return
+            finally:
+                self._flushed = None
+                flushed.set()
             self._stalled = False
         if conflicts:
             raise Conflict(conflicts)
@@ -190,7 +202,7 @@ class Outbox:
         writes = []
         for key, (alert, payloads) in held:
             payloads = [(n, p) for n, p in payloads if n in self._queues]  # (after a reload)
-            task = asyncio.ensure_future(self.store.commit(alert, payloads, now))
+            task = self.store.commit_soon(alert, payloads, now)
             writes.append((key, alert, payloads, task))
         queued = 0  # writes whose rows are queued (or that failed), in order
         try:

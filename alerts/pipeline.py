@@ -242,11 +242,11 @@ class AlertPipeline:
             info = self.policy.checks.get(check)
             if info is None:
                 return
-            if check in self._by_check:  # kept while it has alerts: made anew on every run else
-                self._infos[check] = info
         touched = False
         for row in rows:
             touched |= await self._count(info, row, reason, now)
+        if check in self._by_check:  # kept while it has alerts: made anew on every run else
+            self._infos.setdefault(check, info)
         if touched:  # this check's alerts, and the suppression of its dependents', may change
             self._storm_detect(now)
             for name in (check, *self.policy.dependents(check)):

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ import aiohttp
 from bench import procfs, promtext
 from bench import profile as profiling
 from bench.detection import ROUTING_KEY, PagerDutyReceiver
-from bench.services import Child, free_port, start_daemon, start_nginx
+from bench.services import Child, free_port, start, start_daemon, start_nginx
 
 STORM_GUARD_CHECKS = 10  # SPEC section 12's default: storm = { checks = 10, window = "1m" }
 CPU_LIMIT_S = 5.0
@@ -217,6 +218,7 @@ async def storm_run(
         for child in reversed(children):
             await child.stop()
         await receiver.stop()
+    same_time_s = None if critical_s is None else round(before_cpu_per_s * critical_s, 3)
     return {
         "checks": checks,
         "all_critical_s": None if critical_s is None else round(critical_s, 2),
@@ -230,9 +232,9 @@ async def storm_run(
         "storm_active": storm_active,
         "storm_before_cut": storm_before_cut,
         "cpu_s": round(cpu1 - cpu0, 3),
-        "cpu_s_same_time_before_cut": (
-            None if critical_s is None else round(before_cpu_per_s * critical_s, 3)
-        ),
+        "cpu_s_same_time_before_cut": same_time_s,
+        # What the storm adds to running the same checks: cpu_s less their cost while all was well.
+        "storm_cpu_s": None if same_time_s is None else round(cpu1 - cpu0 - same_time_s, 3),
         "api_polls": polls,
         "api_poll_s_max": round(max(poll_took), 3) if poll_took else None,
         "api_poll_cpu_s": round(poll_cpu_s, 3),
@@ -326,8 +328,24 @@ async def run_storm(
                 ready_timeout_s, quiet_s, say, profile_s,
             )  # fmt: skip
             say(f"{key}: {result[key]}")
+    say(f"floor: {checks:,} checks' bare refused connects, {trigger_after} runs each")
+    result["floor"] = await storm_floor(checks, interval_s, trigger_after, workdir, measured)
+    say(f"floor: {result['floor']}")
     result["targets"] = {"storm": judge(result["storm"], True), "no_guard": judge(result["no_guard"], False)}
     return result
+
+
+async def storm_floor(
+    checks: int, interval_s: float, runs: int, workdir: Path, measured: list[int] | None
+) -> dict[str, Any]:
+    """bench/storm_floor.py on the daemon's core: what the window's runs cost with nothing but
+    the scheduler and a refused connect each, under `cpu_s` whatever the pipeline does."""
+    argv = [sys.executable, "-m", "bench.storm_floor", f"--checks={checks}", f"--interval={interval_s:g}"]
+    child = await start("storm-floor", [*argv, f"--runs={runs}"], workdir, measured, pipes=True)
+    try:
+        return await child.line(runs * interval_s + 120)
+    finally:
+        await child.stop()
 
 
 def storm_table(result: dict[str, Any]) -> str:
@@ -345,6 +363,7 @@ def storm_table(result: dict[str, Any]) -> str:
         ("storm guard checks", "guard", "d"),
         ("daemon CPU s (cut -> critical)", "cpu_s", ".2f"),
         ("  as long before the cut, CPU s", "cpu_s_same_time_before_cut", ".2f"),
+        ("  what the storm adds, CPU s", "storm_cpu_s", ".2f"),
         ("  one alerts poll, daemon CPU s", "api_poll_cpu_s", ".3f"),
         ("  alerts polls", "api_polls", "d"),
         ("scheduler lag p99 ms", "lag_p99_ms", ".2f"),
@@ -359,6 +378,13 @@ def storm_table(result: dict[str, Any]) -> str:
             value = run.get(key)
             cells.append("-" if value is None else format(value, spec))
         lines.append(f"{label:<34}{cells[0]:>12}{cells[1]:>15}")
+    floor = result.get("floor")
+    if floor:
+        lines += [
+            "",
+            f"floor: the window's {floor['runs']:,} runs as bare refused connects by the same "
+            f"scheduler: {floor['cpu_s']:.2f} s CPU ({floor['us_per_run']:g} us a run)",
+        ]
     lines += ["", "targets"]
     for key, label in (("storm", "guard on"), ("no_guard", "storm = false")):
         for name, t in result["targets"][key].items():

@@ -61,6 +61,8 @@ class Check(ABC):
     def __init__(self, config: CheckConfig | Frozen, deps: CheckDeps) -> None:
         self.config: Any = freeze(config)  # typed as its model's fields by each subclass
         self.deps = deps
+        # Found now, not at the first failure: a storm's thousands of first failures come at once.
+        self._secrets = secrets_of(self.config)
 
     @property
     def name(self) -> str:
@@ -68,13 +70,8 @@ class Check(ABC):
 
     @property
     def secrets(self) -> Secrets:
-        """The config's secret values (monitor.secrets), found on first use: only checks that
-        fail pay for it. The runner masks them in every reason."""
-        try:
-            return self._secrets
-        except AttributeError:
-            self._secrets: Secrets = secrets_of(self.config)
-            return self._secrets
+        """The config's secret values (monitor.secrets): the runner masks them in every reason."""
+        return self._secrets
 
     @abstractmethod
     def target(self) -> str:

@@ -145,14 +145,10 @@ class Exchange(asyncio.Protocol):
         self._keep_body = keep_body
         self._limit = limit
         self._want_cert = want_cert
-        # Dropped when the connection is lost: parser and protocol refer to each other, and a cycle
-        # per run would be left to the garbage collector.
-        parser = httptools.HttpResponseParser(self)
-        # The leniencies aiohttp's response parser has: bare LF line ends, odd header bytes.
-        parser.set_dangerous_leniencies(
-            lenient_headers=True, lenient_optional_cr_before_lf=True, lenient_spaces_after_chunk_size=True
-        )
-        self._parser: httptools.HttpResponseParser | None = parser
+        # Made once connected (a refused connect, a storm's every run, needs none) and dropped when
+        # the connection is lost: parser and protocol refer to each other, and a cycle per run
+        # would be left to the garbage collector.
+        self._parser: httptools.HttpResponseParser | None = None
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[None] | None = None
         self.head: dict[bytes, bytes] = {}
@@ -180,6 +176,11 @@ class Exchange(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport = cast(asyncio.Transport, transport)
+        parser = self._parser = httptools.HttpResponseParser(self)
+        # The leniencies aiohttp's response parser has: bare LF line ends, odd header bytes.
+        parser.set_dangerous_leniencies(
+            lenient_headers=True, lenient_optional_cr_before_lf=True, lenient_spaces_after_chunk_size=True
+        )
         if self._want_cert:
             # Read now: once the response is complete the connection is closed.
             ssl_object = transport.get_extra_info("ssl_object")

@@ -146,6 +146,11 @@ def test_storm_quick_guard_stops_the_pages(tmp_path: Path) -> None:
         assert run["interval_s"] == 2.0 and run["trigger_after"] == 2
         assert run["critical_seen"] == 200
     assert guarded["guard"] == 10 and unguarded["guard"] is None
+    assert _is_number(guarded["storm_cpu_s"]), guarded
+    # The floor: each of the 200 checks runs twice (trigger_after) by the daemon's scheduler.
+    floor = result["floor"]
+    assert 380 <= floor["runs"] <= 400 and floor["cpu_s"] > 0, floor
+    assert "floor:" in proc.stdout
     assert 1 <= guarded["pages"] <= 2, guarded
     assert unguarded["pages"] == 200, unguarded
     for run in result["targets"].values():

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
 
-from monitor.scheduler import Scheduler, first_run_offset
+from monitor.scheduler import SLOT_S, Scheduler, first_run_offset
 
 
 def test_first_runs_of_1000_checks_spread_over_the_interval() -> None:
@@ -129,3 +130,31 @@ async def test_a_check_replaced_while_running_is_not_doubled_and_runs_again_afte
         await asyncio.wait_for(second.wait(), 5)  # ...and runs once the old one is over
     finally:
         scheduler.shutdown()
+
+
+async def test_runs_due_close_together_start_in_one_wake_up_and_never_late_or_too_early() -> None:
+    """200 checks of 1 s: about one due every 5 ms. Each wake-up of the loop starts those due
+    within SLOT_S, so there are fewer wake-ups than runs, and no run starts more than SLOT_S
+    before its time (nor late, on an idle loop)."""
+    loop = asyncio.get_running_loop()
+    starts: dict[str, tuple[float, float]] = {}  # name -> (when started, when due)
+
+    async def run(name: str) -> None:
+        if name not in starts:
+            starts[name] = (loop.time(), scheduler.jobs()[name] - 1.0)  # due: the next one, less 1 s
+
+    scheduler = Scheduler(run, lambda _: None, lambda _: None)
+    for i in range(200):
+        scheduler.add(f"check-{i}", 1.0)
+    scheduler.start()
+    try:
+        await asyncio.sleep(1.1)
+    finally:
+        scheduler.shutdown()
+    assert len(starts) == 200
+    early = [due - started for started, due in starts.values()]
+    assert max(early) <= SLOT_S + 0.001  # never earlier than the slot
+    assert min(early) >= -0.05  # and not late on an idle loop
+    times = sorted(started for started, _ in starts.values())
+    wake_ups = 1 + sum(1 for a, b in itertools.pairwise(times) if b - a > 0.001)
+    assert wake_ups <= 120  # about 1 s / SLOT_S; a wake-up per due run would be near 200

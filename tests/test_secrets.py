@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from pydantic import AnyHttpUrl, BaseModel, SecretStr
 
+import checks.base
 from checks.base import Check, CheckConfig, CheckDeps
 from checks.http import HttpCheck, HttpCheckConfig
 from checks.postgres import PostgresCheck, PostgresCheckConfig
@@ -263,17 +264,19 @@ async def test_runner_timeout_reason_is_unchanged(make_echo: MakeEcho) -> None:
     assert (result.outcome, result.reason) == ("timeout", "timeout after 100ms")
 
 
-async def test_secrets_are_found_once_per_check_and_only_when_needed(make_echo: MakeEcho) -> None:
-    check = make_echo("ok")
-    result = await run_check(check)
-    assert result.reason is None
-    with pytest.raises(AttributeError):
-        check._secrets  # noqa: B018 -- a successful run never looks for secrets
+async def test_secrets_are_found_once_when_the_check_is_built(
+    make_echo: MakeEcho, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A storm's thousands of first failures come at once: none of them walks its config."""
+    walks: list[object] = []
+    real = checks.base.secrets_of
+    monkeypatch.setattr(checks.base, "secrets_of", lambda config: walks.append(config) or real(config))
     failing = make_echo("fail")
-    await run_check(failing)
-    first = failing.secrets
-    await run_check(failing)
-    assert failing.secrets is first
+    assert len(walks) == 1 and "ECHO-KEY-0123456789" in failing.secrets
+    for _ in range(3):
+        result = await run_check(failing)
+        assert result.reason == 'expect_json: status = "***"'
+    assert len(walks) == 1
 
 
 async def test_masked_returns_clean_results_as_they_are(make_echo: MakeEcho) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -251,6 +252,9 @@ class Store(Protocol):
     # Each write spelled as a method (see `Writes`).
     async def probe(self) -> None: ...
     async def commit(self, alert: AlertRecord | None, outgoing: Outgoing, now: float) -> list[OutboxItem]: ...
+    def commit_soon(
+        self, alert: AlertRecord | None, outgoing: Outgoing, now: float
+    ) -> asyncio.Future[list[OutboxItem]]: ...
     async def reschedule(self, item: OutboxItem) -> None: ...
     async def finish(self, item: OutboxItem, status: str) -> None: ...
     async def save_silence(self, silence_id: str, doc: dict[str, Any]) -> None: ...
@@ -287,6 +291,12 @@ class Writes:
         Raises Conflict when the alert's row changed since it was last read or written here."""
         items: list[OutboxItem] = await self.write(Write("commit", (alert, outgoing, now)))
         return items
+
+    def commit_soon(
+        self, alert: AlertRecord | None, outgoing: Outgoing, now: float
+    ) -> asyncio.Future[list[OutboxItem]]:
+        """`commit`, begun now; its future (cancelling it takes the write back while it waits)."""
+        return asyncio.ensure_future(self.commit(alert, outgoing, now))
 
     async def reschedule(self, item: OutboxItem) -> None:
         await self.write(Write("reschedule", (item,)))
