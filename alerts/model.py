@@ -7,6 +7,7 @@ import functools
 import hashlib
 import itertools
 import json
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -166,12 +167,9 @@ class Alert:
 
     def to_doc(self) -> dict[str, Any]:
         """The alert as stored: plain JSON values, nothing shared with the live alert."""
-        doc = {name: getattr(self, name) for name in _ALERT_FIELDS}
+        doc = dict(zip(_ALERT_FIELDS, _alert_values(self), strict=True))
         doc["labels"] = dict(self.labels)
-        doc["progress"] = {
-            key: {**{name: getattr(p, name) for name in _PROGRESS_FIELDS}, "notifiers": list(p.notifiers)}
-            for key, p in self.progress.items()
-        }
+        doc["progress"] = {key: _progress_doc(p) for key, p in self.progress.items()}
         return doc
 
     @classmethod
@@ -185,7 +183,7 @@ class Alert:
 
     def copy(self) -> Alert:
         """Nothing mutable shared with this alert (a decision is tried on the copy first)."""
-        new = Alert(*[getattr(self, name) for name in _ALERT_FIELDS])
+        new = Alert(*_alert_values(self))
         new.labels = dict(self.labels)
         new.progress = {
             key: RouteProgress(p.first_at, p.last_at, p.escalated, p.held, list(p.notifiers))
@@ -279,3 +277,12 @@ class Storm:
 
 _ALERT_FIELDS = tuple(f.name for f in fields(Alert))
 _PROGRESS_FIELDS = tuple(f.name for f in fields(RouteProgress))
+# Every field at once, in field order: a storm copies and stores 20,000 alerts in seconds.
+_alert_values = operator.attrgetter(*_ALERT_FIELDS)
+_progress_values = operator.attrgetter(*_PROGRESS_FIELDS)
+
+
+def _progress_doc(progress: RouteProgress) -> dict[str, Any]:
+    doc = dict(zip(_PROGRESS_FIELDS, _progress_values(progress), strict=True))
+    doc["notifiers"] = list(progress.notifiers)
+    return doc
