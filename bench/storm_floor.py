@@ -7,6 +7,7 @@ daemon's runner sets it: no result, evaluation, metrics, alerting or store. Over
 one JSON line: the process CPU, the runs and the CPU per run.
 
     python -m bench.storm_floor --checks 20000 --interval 10 --runs 2
+    python -m bench.storm_floor --slot-ms 1      # what the scheduler's wake-up slot is worth
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 import uvloop
 
 from bench.services import free_port
+from monitor import scheduler as scheduling
 from monitor.scheduler import Scheduler
 
 RUN_TIMEOUT_S = 5.0  # the storm config's timeout
@@ -58,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checks", type=int, default=20_000)
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=2, help="runs of each check: `up`'s trigger_after")
+    slot = f"the scheduler's wake-up slot (the daemon's: {scheduling.SLOT_S * 1000:g})"
+    parser.add_argument("--slot-ms", type=float, help=slot)
     args = parser.parse_args(argv)
+    if args.slot_ms is not None:
+        scheduling.SLOT_S = args.slot_ms / 1000
     print(json.dumps(uvloop.run(measure(args.checks, args.interval, args.runs))), flush=True)
     return 0
 
