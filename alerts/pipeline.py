@@ -337,7 +337,10 @@ class AlertPipeline:
 
     def _trim_changes(self, aid: str, now: float) -> int:
         horizon = now - self.policy.alerts.flapping.window
-        changes = [t for t in self._changes.get(aid, ()) if t > horizon]
+        changes = self._changes.get(aid)
+        if changes and min(changes) > horizon:
+            return len(changes)  # nothing to drop, the common case: no new list
+        changes = [t for t in changes or () if t > horizon]
         if changes:
             self._changes[aid] = changes
         else:

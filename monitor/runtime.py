@@ -184,6 +184,9 @@ class CheckInfos(Mapping[str, CheckInfo]):
     def __init__(self, runtimes: dict[str, CheckRuntime]) -> None:
         self._runtimes = runtimes
 
+    def get(self, name: str, default: None = None) -> CheckInfo | None:  # type: ignore[override]
+        return self[name] if name in self._runtimes else default
+
     def __getitem__(self, name: str) -> CheckInfo:
         check = self._runtimes[name].check
         return CheckInfo(
