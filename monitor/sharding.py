@@ -27,16 +27,24 @@ def members(config: Config) -> set[str]:
 
 def ownership(config: Config) -> Callable[[dict[str, Any]], bool] | None:
     """With shards: whether a stored alert document or outbox payload is this shard's to act on
-    (its check is one of `members`; a storm is its shard's own). None: one shard owns everything."""
-    if config.cluster.shards == 1:
+    (its check is one of `members`, or a check no longer configured whose name hashes to this
+    shard; a storm is its shard's own). None: one shard owns everything."""
+    cluster = config.cluster
+    if cluster.shards == 1:
         return None
-    mine, shard = members(config), config.cluster.shard
+    mine, shard = members(config), cluster.shard
+    configured = {check.name for check in config.checks}
 
     def owns(doc: dict[str, Any]) -> bool:
         if doc.get("kind") == STORM_KIND:  # a storm's document
             return bool(doc.get("shard") == shard)
         if doc.get("check_type") == "storm":  # a storm's notification: its id names its shard
             return str(doc.get("alert_id", "")).startswith(f"storm-{shard}-")
-        return doc.get("check") in mine
+        check = doc.get("check")
+        if check in configured:
+            return check in mine
+        # A removed check's leftovers (its resolve, a page not yet delivered) go to the shard its
+        # name hashes to, as they would in one shard: else no shard would ever send them.
+        return isinstance(check, str) and shard_of(check, cluster.shards) == shard
 
     return owns

@@ -120,6 +120,17 @@ def test_ownership_keeps_a_shard_to_its_checks_and_its_storm() -> None:
     assert ownership(parse_config(config_with(["database"], 1, 0), {})) is None
 
 
+def test_a_removed_checks_leftovers_belong_to_the_shard_its_name_hashes_to() -> None:
+    """A check taken out of the config may leave an undelivered page or an open alert behind:
+    exactly one shard takes them up (before, none did, and its rows stayed pending for good)."""
+    removed = {shard_of(name, 2): name for name in ("gone-1", "gone-2", "gone-3", "gone-4")}
+    assert set(removed) == {0, 1}  # one removed check of each shard
+    owners = [ownership(parse_config(config_with(["database", "backend-api"], 2, i), {})) for i in (0, 1)]
+    for shard, name in removed.items():
+        claims = [owns is not None and owns({"check": name}) for owns in owners]
+        assert claims == [i == shard for i in (0, 1)], (name, claims)
+
+
 FAILOVER = "4s"
 
 
