@@ -87,7 +87,10 @@ def parse_proxy(url: str) -> Proxy:
 
 
 def validate_proxy(value: str | None) -> str | None:
-    """For config validators: None, "env" or a proxy URL parse_proxy takes."""
+    """For config validators: None, "env" or a proxy URL parse_proxy takes; "none" is None (TOML
+    has no null: how a notifier, "env" by default, is told to go direct)."""
+    if value == "none":
+        return None
     if value is None or value == "env":
         return value
     try:
@@ -191,7 +194,7 @@ ProxySetting = Annotated[
     PlainSerializer(_shown, return_type=str | None),
     Field(repr=False),
 ]
-"""None, `"env"` or `http://[user:password@]host:port`; dumps mask the userinfo."""
+"""None (`"none"`), `"env"` or `http://[user:password@]host:port`; dumps mask the userinfo."""
 
 
 def aiohttp_proxy_reason(exc: BaseException) -> str | None:

@@ -702,3 +702,22 @@ def test_storm_and_uplink_errors_name_the_key(text: str, expected: str) -> None:
 def test_uplink_names_checks() -> None:
     config = parse_config('[monitor]\nuplink = ["web"]\n' + BASE, {})
     assert config.monitor.uplink == ["web"]
+
+
+def test_proxy_none_is_spelled_in_toml_and_goes_direct() -> None:
+    """TOML has no null: `proxy = "none"` takes a notifier (default "env") off the proxy."""
+    config = parse_config(
+        BASE.replace(
+            'url = "http://127.0.0.1:8080/health"', 'url = "http://127.0.0.1:8080/health"\nproxy = "none"'
+        )
+        + '[notifiers.hook]\ntype = "webhook"\nurl = "https://hooks.example.com/x"\nproxy = "none"\n'
+        + '[notifiers.other]\ntype = "webhook"\nurl = "https://hooks.example.com/y"\n'
+    )
+    assert config.notifiers["hook"].proxy is None
+    assert config.notifiers["other"].proxy == "env"
+    assert config.checks[0].proxy is None
+    with pytest.raises(ConfigError) as raised:
+        parse_config(
+            BASE + '[notifiers.hook]\ntype = "webhook"\nurl = "https://h.example/x"\nproxy = "nope"\n'
+        )
+    assert "notifiers.hook.proxy" in str(raised.value.errors)

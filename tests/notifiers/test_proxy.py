@@ -106,8 +106,18 @@ async def test_no_proxy_or_proxy_none_goes_direct(
             {"type": "webhook", "url": f"{base}/hook", "tls_ca": tls_ca_file, "proxy": None}
         )
         assert await WebhookNotifier("b", direct, http_session).send(notification()) == Sent()
-    assert proxy.requests == []
-    assert len(bodies) == 2
+        # TOML has no null: "none" is how a config file says it.
+        spelled = WebhookConfig.model_validate(
+            {"type": "webhook", "url": f"{base}/hook", "tls_ca": tls_ca_file, "proxy": "none"}
+        )
+        assert spelled.proxy is None
+        assert await WebhookNotifier("c", spelled, http_session).send(notification()) == Sent()
+        through = WebhookConfig.model_validate(
+            {"type": "webhook", "url": f"{base}/hook", "tls_ca": tls_ca_file}
+        )
+        assert await WebhookNotifier("d", through, http_session).send(notification()) == Sent()
+    assert [r.method for r in proxy.requests] == ["CONNECT"]  # only the one left at "env"
+    assert len(bodies) == 4
 
 
 async def test_an_untrusted_receiver_fails_without_tls_ca(
