@@ -68,6 +68,7 @@ class AlertPipeline:
         self._storm_routes: dict[str, Route] = {}  # routes the storm's firing alerts would go to
         self._storm_fired: set[str] = set()  # alert ids whose routes joined _storm_routes
         self._storm_writing = False  # a storm notification is being stored
+        self._followed: dict[str, int] = {}  # the version of each active row as last read (follow)
         self.foreign: dict[str, Foreign] = {}  # dependencies run by other shards, set each tick
         # Called when an alert first pages while a dependency on another shard is unknown (stale).
         self.on_dependency_stale: Callable[[], None] = lambda: None
@@ -96,25 +97,50 @@ class AlertPipeline:
     async def load(self) -> None:
         """Continue where the previous process stopped: active alerts with their counts, acks,
         silences. A document that cannot be read is skipped, not allowed to stop the start.
-        What was in memory is replaced (an HA replica that takes over, or follows, loads again)."""
-        docs = await self.store.load_alerts(active=True)
+        What was in memory is replaced (an HA replica that takes over loads again)."""
+        versions, docs = await self.store.load_alerts_changed({})
         silences = await self.store.load_silences()
         self._reset()
-        storms = []
         self.policy.dependents("")  # the checks are all known by now: see `policy`
+        self._take_alerts(docs)
+        self._followed = versions
+        self._take_silences(silences)
+
+    async def follow(self) -> None:
+        """An HA follower's read of the leader's alerts and silences, every second: the episodes
+        changed since the last read are read again, those no longer active dropped, and the rest
+        not decoded at all (1.2 s a read at 20,000 alerts when each was)."""
+        versions, docs = await self.store.load_alerts_changed(self._followed)
+        silences = await self.store.load_silences()
+        for key in self._followed.keys() - versions.keys():  # resolved (or gone) since
+            if self.storm is not None and self.storm.key == key:
+                self.storm = None
+            elif (live := self.active.get(key.rpartition(":")[0])) is not None and live.key == key:
+                self._untrack(live)
+        self._take_alerts(docs)
+        self._followed = versions
+        self._take_silences(silences)
+
+    def _take_alerts(self, docs: list[dict[str, Any]]) -> None:
+        """Alert and storm documents as stored, each replacing what is in memory of its episode."""
+        storms, alerts = [], []
         for doc in docs:
             try:
                 if doc.get("kind") == STORM_KIND:
                     storms.append(Storm.from_doc(doc))
                 else:
-                    self._track(Alert.from_doc(doc))
+                    alerts.append(Alert.from_doc(doc))
             except (KeyError, TypeError, ValueError) as exc:
                 log.error("stored alert unreadable, skipped", extra={"reason": str(exc)})
+        for alert in alerts:
+            if (live := self.active.get(alert.id)) is not None:
+                self._untrack(live)
+            self._track(alert)
         if storms:  # the storm in progress: its members are the alerts it swallowed
             self.storm = max(storms, key=lambda s: s.started_at)
-            for alert in self.active.values():
-                self._storm_track(alert)
-        self._take_silences(silences)
+            alerts = list(self.active.values())
+        for alert in alerts:
+            self._storm_track(alert)
 
     async def refresh(self, key: str) -> None:
         """One alert episode (or storm) read again from the store, after a Conflict: what is stored

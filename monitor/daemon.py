@@ -319,7 +319,9 @@ class Daemon:
         elif epoch is None:
             if self._leading is not None:
                 await self._demote()
-            await self.alerts.load()
+                await self.alerts.load()  # what it decided while leading gives way to what is stored
+            else:
+                await self.alerts.follow()  # only what changed since the last read
 
     async def _promote(self, epoch: int) -> None:
         """HA.md (b) Followers: the new epoch fences every write; alerts, silences and pending rows

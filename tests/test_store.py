@@ -138,3 +138,32 @@ async def test_an_unusable_sqlite_file_is_a_store_error_and_leaves_no_thread(
             continue  # asyncio's executor threads end with the loop
         thread.join(timeout=5)
         assert not thread.is_alive(), thread
+
+
+async def test_load_alerts_changed_gives_every_version_and_only_the_changed_documents(
+    make: Callable[[], Store],
+) -> None:
+    store = make()
+    await store.open()
+    try:
+        # More than one query's worth of keys (SQLite binds at most 500 at a time here).
+        records = [AlertRecord(f"a{i}:1", f"a{i}", True, 1.0, {"id": f"a{i}", "n": 0}) for i in range(1200)]
+        await store.apply([Write("commit", (r, [], 1.0)) for r in records])
+        versions, docs = await store.load_alerts_changed({})
+        assert sorted(versions) == sorted(r.key for r in records)
+        assert sorted(d["id"] for d in docs) == sorted(r.alert_id for r in records)
+        assert await store.load_alerts_changed(versions) == (versions, [])  # nothing changed
+        await store.commit(AlertRecord("a1:1", "a1", True, 2.0, {"id": "a1", "n": 1}), [], 2.0)
+        await store.commit(AlertRecord("a2:1", "a2", False, 2.0, {"id": "a2", "n": 1}), [], 2.0)
+        later, docs = await store.load_alerts_changed(versions)
+        assert docs == [{"id": "a1", "n": 1}]
+        assert later.keys() == versions.keys() - {"a2:1"}  # resolved: no longer active
+        assert later["a1:1"] != versions["a1:1"] and later["a3:1"] == versions["a3:1"]
+        # What it read is what a compare-and-set write expects next (as after load_alerts).
+        await store.commit(AlertRecord("a1:1", "a1", True, 3.0, {"id": "a1", "n": 2}), [], 3.0)
+        assert await store.load_alerts_changed(later) == (
+            {**later, "a1:1": later["a1:1"] + 1},
+            [{"id": "a1", "n": 2}],
+        )
+    finally:
+        await store.close()

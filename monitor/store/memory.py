@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from monitor.store.base import (
     AckRequest,
     AlertRecord,
+    ChangedAlerts,
     CheckState,
     Conflict,
     DayTotal,
@@ -19,6 +20,7 @@ from monitor.store.base import (
     Versions,
     Write,
     Writes,
+    changed_keys,
     day_totals,
 )
 
@@ -88,6 +90,11 @@ class MemoryStore(Writes):
         if active:
             self.versions.loaded(((k, r[3]) for k, r in rows), every=since == 0.0)
         return [json.loads(json.dumps(r[2])) for _, r in rows]
+
+    async def load_alerts_changed(self, known: Mapping[str, int]) -> ChangedAlerts:
+        versions = {k: r[3] for k, r in self._alerts.items() if r[0]}
+        self.versions.loaded(versions.items())
+        return versions, [json.loads(json.dumps(self._alerts[k][2])) for k in changed_keys(versions, known)]
 
     async def load_alert(self, key: str) -> tuple[bool, dict[str, Any]] | None:
         row = self._alerts.get(key)

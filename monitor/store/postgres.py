@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -13,6 +13,7 @@ from monitor.models import MASK, mask_url
 from monitor.store.base import (
     AckRequest,
     AlertRecord,
+    ChangedAlerts,
     CheckState,
     Conflict,
     DayTotal,
@@ -24,6 +25,8 @@ from monitor.store.base import (
     Versions,
     Write,
     Writes,
+    changed_alerts,
+    changed_keys,
     day_totals,
     reason,
     to_ms,
@@ -155,6 +158,14 @@ class PostgresStore(Writes):
         if active:
             self.versions.loaded(((r[1], r[2]) for r in rows), every=since == 0.0)
         return [json.loads(r[0]) for r in rows]
+
+    async def load_alerts_changed(self, known: Mapping[str, int]) -> ChangedAlerts:
+        rows = await self.pool.fetch("select key, version from monitor_alerts where active")
+        versions: dict[str, int] = {r[0]: r[1] for r in rows}
+        changed = changed_keys(versions, known)
+        query = "select key, version, doc::text from monitor_alerts where active and key = any($1::text[])"
+        found = await self.pool.fetch(query, changed) if changed else []
+        return changed_alerts(versions, changed, found, self.versions)
 
     async def load_alert(self, key: str) -> tuple[bool, dict[str, Any]] | None:
         row = await self.pool.fetchrow(

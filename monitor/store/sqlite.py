@@ -9,7 +9,7 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import aiosqlite
 from monitor.store.base import (
     AckRequest,
     AlertRecord,
+    ChangedAlerts,
     CheckState,
     Conflict,
     DayTotal,
@@ -28,6 +29,8 @@ from monitor.store.base import (
     Versions,
     Write,
     Writes,
+    changed_alerts,
+    changed_keys,
     day_totals,
     reason,
     to_ms,
@@ -314,6 +317,19 @@ class SqliteStore(Writes):
             self.versions.loaded(((r[1], r[2]) for r in rows), every=since == 0.0)
         return [json.loads(row[0]) for row in rows]
 
+    async def load_alerts_changed(self, known: Mapping[str, int]) -> ChangedAlerts:
+        async with self._lock:
+            db = await self._checked()
+            async with db.execute("select key, version from alerts where active = 1") as cursor:
+                versions: dict[str, int] = {row[0]: row[1] for row in await cursor.fetchall()}
+            rows: list[Any] = []
+            changed = changed_keys(versions, known)
+            for start in range(0, len(changed), _KEYS_PER_QUERY):
+                keys = changed[start : start + _KEYS_PER_QUERY]
+                async with db.execute(_CHANGED_ROWS.format(",".join("?" * len(keys))), keys) as cursor:
+                    rows += await cursor.fetchall()
+        return changed_alerts(versions, changed, rows, self.versions)
+
     async def load_alert(self, key: str) -> tuple[bool, dict[str, Any]] | None:
         async with self._lock:
             db = await self._checked()
@@ -428,6 +444,10 @@ _UPDATE_ALERT = (
     "update alerts set active = ?, updated_at = ?, doc = ?, version = version + 1 "
     "where key = ? and alert_id = ? and version = ?"
 )
+
+
+_KEYS_PER_QUERY = 500  # under SQLite's limit of bound parameters
+_CHANGED_ROWS = "select key, version, doc from alerts where active = 1 and key in ({})"
 
 
 async def _store_alerts(

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 from monitor.models import format_duration
 from monitor.store.base import (
     READS,
     AckRequest,
+    ChangedAlerts,
     CheckState,
     DayTotal,
     Fenced,
@@ -111,6 +112,9 @@ class WatchedStore(Writes):
 
     async def load_alerts(self, active: bool, since: float = 0.0) -> list[dict[str, Any]]:
         return await self._do(("load_alerts",), lambda: self.store.load_alerts(active, since))
+
+    async def load_alerts_changed(self, known: Mapping[str, int]) -> ChangedAlerts:
+        return await self._do(("load_alerts_changed",), lambda: self.store.load_alerts_changed(known))
 
     async def load_alert(self, key: str) -> tuple[bool, dict[str, Any]] | None:
         return await self._do(("load_alert",), lambda: self.store.load_alert(key))

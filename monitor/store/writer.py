@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from monitor.store.base import (
     AckRequest,
     AlertRecord,
+    ChangedAlerts,
     CheckState,
     DayTotal,
     Fenced,
@@ -127,6 +128,11 @@ class StoreWriter(Writes):
         docs = await self.store.load_alerts(active, since)
         owns = self.owns
         return docs if owns is None else [doc for doc in docs if owns(doc)]
+
+    async def load_alerts_changed(self, known: Mapping[str, int]) -> ChangedAlerts:
+        versions, docs = await self.store.load_alerts_changed(known)
+        owns = self.owns
+        return versions, docs if owns is None else [doc for doc in docs if owns(doc)]
 
     async def load_alert(self, key: str) -> tuple[bool, dict[str, Any]] | None:
         return await self.store.load_alert(key)
