@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +189,18 @@ def test_https_kind_runs_every_engine_with_verified_tls(tmp_path: Path) -> None:
         assert engine["failed_pct"] == 0, (name, engine["runs"])
     target = result["targets"]["https_mix_cpu_le_0_6x_blackbox"]
     assert target["met"] in (True, False) and _is_number(target["limit"])
+
+
+def test_follow_bench_reads_a_storm_whole_and_by_what_changed(tmp_path: Path) -> None:
+    """`python -m bench.follow`: N alerts firing in a storm; each read sees all N of them."""
+    out = tmp_path / "follow.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.follow", "--checks", "200", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["checks"] == 200 and result["firing"] == 200
+    for read in ("load", "follow"):
+        assert result[read]["alerts"] == 200, result
+        assert len(result[read]["cpu_s"]) == 3 and all(_is_number(x) for x in result[read]["cpu_s"])
