@@ -109,7 +109,7 @@ class AlertPipeline:
     async def follow(self) -> None:
         """An HA follower's read of the leader's alerts and silences, every second: the episodes
         changed since the last read are read again, those no longer active dropped, and the rest
-        not decoded at all (1.2 s a read at 20,000 alerts when each was)."""
+        not decoded at all (at 20,000 alerts: 40 ms a read, 1.7 s when each was; bench/follow.py)."""
         versions, docs = await self.store.load_alerts_changed(self._followed)
         silences = await self.store.load_silences()
         for key in self._followed.keys() - versions.keys():  # resolved (or gone) since

@@ -180,6 +180,7 @@ class DayTotal:
 
 
 Outgoing = list[tuple[str, dict[str, Any]]]  # (notifier, notification payload)
+ChangedAlerts = tuple[dict[str, int], list[dict[str, Any]]]  # `load_alerts_changed`'s answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,9 +219,7 @@ class Store(Protocol):
         ...
 
     async def load_alerts(self, active: bool, since: float = 0.0) -> list[dict[str, Any]]: ...
-    async def load_alerts_changed(
-        self, known: Mapping[str, int]
-    ) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    async def load_alerts_changed(self, known: Mapping[str, int]) -> ChangedAlerts:
         """The active rows' versions by key, and the documents of those whose version is not the
         one `known` gives: an HA follower's read every second decodes only what changed (a storm's
         20,000 alerts, once read, are 20,000 versions). Like `load_alerts(active=True)`, every
@@ -386,9 +385,6 @@ def reason(exc: BaseException) -> str:
         text = os.strerror(exc.errno) if exc.errno > 0 else (exc.strerror or text)
     text = " ".join(text.split()) or type(exc).__name__
     return text[:1].lower() + text[1:]
-
-
-ChangedAlerts = tuple[dict[str, int], list[dict[str, Any]]]  # `load_alerts_changed`'s answer
 
 
 def changed_keys(versions: Mapping[str, int], known: Mapping[str, int]) -> list[str]:
